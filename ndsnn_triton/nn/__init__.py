@@ -1,0 +1,25 @@
+"""Spiking modules: masked spike layers, the multi-step LIF neuron and time-first helpers."""
+
+from ndsnn_triton.nn.layers import MaskedLayer, SpikeConv2d, SpikeLinear, dense_weight_grads, masked_layers
+from ndsnn_triton.nn.lif import LIF, reset_net
+from ndsnn_triton.nn.readout import predict, temporal_cross_entropy
+from ndsnn_triton.nn.seq import SeqToANNContainer, flatten_time, unflatten_time
+from ndsnn_triton.nn.surrogate import ATan, Sigmoid, Surrogate
+
+__all__ = [
+    "LIF",
+    "ATan",
+    "MaskedLayer",
+    "SeqToANNContainer",
+    "Sigmoid",
+    "SpikeConv2d",
+    "SpikeLinear",
+    "Surrogate",
+    "dense_weight_grads",
+    "flatten_time",
+    "masked_layers",
+    "predict",
+    "reset_net",
+    "temporal_cross_entropy",
+    "unflatten_time",
+]

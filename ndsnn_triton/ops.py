@@ -1,0 +1,456 @@
+"""The ``ndsnn::`` torch ops: masked spike convolution, masked spike linear, multi-step LIF.
+
+Every op is a ``torch.library.custom_op`` with a fake (meta) implementation and an autograd
+formula whose backward is itself made of ``ndsnn::`` ops, so ``torch.compile`` traces models
+that use them without graph breaks. The compute behind each op is chosen at call time by
+:mod:`ndsnn_triton.backend` (``"torch"`` reference, ``"triton"`` kernels, ``"auto"``).
+
+Call the ops through the checked Python wrappers below (:func:`masked_conv2d`,
+:func:`masked_linear`, :func:`lif_multistep`): they turn bad input into a ``ValueError`` or
+``TypeError`` that names the problem. The raw ops are ``torch.ops.ndsnn.<name>``.
+
+Weight masks follow the torchao frontend/backend contract: a dense weight tensor plus a bool
+mask of the same shape; the effective weight is ``weight ⊙ mask``.
+"""
+
+import math
+from collections.abc import Sequence
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ndsnn_triton.backend import resolve, spike_check_enabled
+from ndsnn_triton.kernels.lif import SURROGATES, lif_backward_ref, lif_forward_ref
+from ndsnn_triton.kernels.spike_conv import (
+    masked_conv2d_input_grad_ref,
+    masked_conv2d_ref,
+    masked_conv2d_weight_grad_ref,
+)
+from ndsnn_triton.kernels.spike_linear import (
+    masked_linear_input_grad_ref,
+    masked_linear_ref,
+    masked_linear_weight_grad_ref,
+)
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _check_binary(x: Tensor, op: str) -> None:
+    if spike_check_enabled() and x.numel() and not bool(((x == 0) | (x == 1)).all()):
+        raise ValueError(
+            f"{op}: spike_input=True requires binary spikes (every value 0 or 1), but the input "
+            "holds other values; pass spike_input=False for analog input"
+        )
+
+
+def _conv_out_hw(
+    hw: Sequence[int], kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int]
+) -> list[int]:
+    return [(hw[i] + 2 * padding[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1 for i in range(2)]
+
+
+# ----------------------------------------------------------------------------- conv2d
+
+
+@torch.library.custom_op("ndsnn::masked_conv2d", mutates_args=())
+def _masked_conv2d(
+    x: Tensor,
+    weight: Tensor,
+    mask: Tensor,
+    bias: Optional[Tensor],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+    spike_input: bool,
+    dense_weight_grad: bool,
+) -> Tensor:
+    if spike_input:
+        _check_binary(x, "ndsnn::masked_conv2d")
+    impl = resolve("ndsnn::masked_conv2d", masked_conv2d_ref, x.device.type)
+    return impl(x, weight, mask, bias, stride, padding, dilation, groups)
+
+
+@_masked_conv2d.register_fake
+def _(x, weight, mask, bias, stride, padding, dilation, groups, spike_input, dense_weight_grad):
+    h, w = _conv_out_hw(x.shape[2:], weight.shape[2:], stride, padding, dilation)
+    return x.new_empty((x.shape[0], weight.shape[0], h, w))
+
+
+@torch.library.custom_op("ndsnn::masked_conv2d_input_grad", mutates_args=())
+def _masked_conv2d_input_grad(
+    grad_out: Tensor,
+    weight: Tensor,
+    mask: Tensor,
+    input_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+) -> Tensor:
+    impl = resolve("ndsnn::masked_conv2d_input_grad", masked_conv2d_input_grad_ref, grad_out.device.type)
+    return impl(grad_out, weight, mask, input_size, stride, padding, dilation, groups)
+
+
+@_masked_conv2d_input_grad.register_fake
+def _(grad_out, weight, mask, input_size, stride, padding, dilation, groups):
+    return grad_out.new_empty(input_size)
+
+
+@torch.library.custom_op("ndsnn::masked_conv2d_weight_grad", mutates_args=())
+def _masked_conv2d_weight_grad(
+    grad_out: Tensor,
+    x: Tensor,
+    mask: Tensor,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+    dense: bool,
+) -> Tensor:
+    impl = resolve("ndsnn::masked_conv2d_weight_grad", masked_conv2d_weight_grad_ref, x.device.type)
+    return impl(grad_out, x, mask, stride, padding, dilation, groups, dense)
+
+
+@_masked_conv2d_weight_grad.register_fake
+def _(grad_out, x, mask, stride, padding, dilation, groups, dense):
+    return x.new_empty(mask.shape)
+
+
+def _conv_setup_context(ctx, inputs, output):
+    x, weight, mask, bias, stride, padding, dilation, groups, _spike_input, dense_weight_grad = inputs
+    ctx.save_for_backward(x, weight, mask)
+    ctx.conv_args = (list(stride), list(padding), list(dilation), groups)
+    ctx.dense_weight_grad = dense_weight_grad
+    ctx.has_bias = bias is not None
+
+
+def _conv_backward(ctx, grad_out):
+    x, weight, mask = ctx.saved_tensors
+    stride, padding, dilation, groups = ctx.conv_args
+    grad_x = grad_w = grad_b = None
+    if ctx.needs_input_grad[0]:
+        grad_x = torch.ops.ndsnn.masked_conv2d_input_grad(
+            grad_out, weight, mask, list(x.shape), stride, padding, dilation, groups
+        )
+    if ctx.needs_input_grad[1]:
+        grad_w = torch.ops.ndsnn.masked_conv2d_weight_grad(
+            grad_out, x, mask, stride, padding, dilation, groups, ctx.dense_weight_grad
+        )
+    if ctx.has_bias and ctx.needs_input_grad[3]:
+        grad_b = grad_out.sum(dim=(0, 2, 3))
+    return grad_x, grad_w, None, grad_b, None, None, None, None, None, None
+
+
+_masked_conv2d.register_autograd(_conv_backward, setup_context=_conv_setup_context)
+
+
+# ----------------------------------------------------------------------------- linear
+
+
+@torch.library.custom_op("ndsnn::masked_linear", mutates_args=())
+def _masked_linear(
+    x: Tensor, weight: Tensor, mask: Tensor, bias: Optional[Tensor], spike_input: bool, dense_weight_grad: bool
+) -> Tensor:
+    if spike_input:
+        _check_binary(x, "ndsnn::masked_linear")
+    impl = resolve("ndsnn::masked_linear", masked_linear_ref, x.device.type)
+    return impl(x, weight, mask, bias)
+
+
+@_masked_linear.register_fake
+def _(x, weight, mask, bias, spike_input, dense_weight_grad):
+    return x.new_empty((x.shape[0], weight.shape[0]))
+
+
+@torch.library.custom_op("ndsnn::masked_linear_input_grad", mutates_args=())
+def _masked_linear_input_grad(grad_out: Tensor, weight: Tensor, mask: Tensor) -> Tensor:
+    impl = resolve("ndsnn::masked_linear_input_grad", masked_linear_input_grad_ref, grad_out.device.type)
+    return impl(grad_out, weight, mask)
+
+
+@_masked_linear_input_grad.register_fake
+def _(grad_out, weight, mask):
+    return grad_out.new_empty((grad_out.shape[0], weight.shape[1]))
+
+
+@torch.library.custom_op("ndsnn::masked_linear_weight_grad", mutates_args=())
+def _masked_linear_weight_grad(grad_out: Tensor, x: Tensor, mask: Tensor, dense: bool) -> Tensor:
+    impl = resolve("ndsnn::masked_linear_weight_grad", masked_linear_weight_grad_ref, x.device.type)
+    return impl(grad_out, x, mask, dense)
+
+
+@_masked_linear_weight_grad.register_fake
+def _(grad_out, x, mask, dense):
+    return x.new_empty(mask.shape)
+
+
+def _linear_setup_context(ctx, inputs, output):
+    x, weight, mask, bias, _spike_input, dense_weight_grad = inputs
+    ctx.save_for_backward(x, weight, mask)
+    ctx.dense_weight_grad = dense_weight_grad
+    ctx.has_bias = bias is not None
+
+
+def _linear_backward(ctx, grad_out):
+    x, weight, mask = ctx.saved_tensors
+    grad_x = grad_w = grad_b = None
+    if ctx.needs_input_grad[0]:
+        grad_x = torch.ops.ndsnn.masked_linear_input_grad(grad_out, weight, mask)
+    if ctx.needs_input_grad[1]:
+        grad_w = torch.ops.ndsnn.masked_linear_weight_grad(grad_out, x, mask, ctx.dense_weight_grad)
+    if ctx.has_bias and ctx.needs_input_grad[3]:
+        grad_b = grad_out.sum(dim=0)
+    return grad_x, grad_w, None, grad_b, None, None
+
+
+_masked_linear.register_autograd(_linear_backward, setup_context=_linear_setup_context)
+
+
+# ----------------------------------------------------------------------------- LIF
+
+
+@torch.library.custom_op("ndsnn::lif_multistep", mutates_args=())
+def _lif_multistep(
+    x_seq: Tensor,
+    v_init: Tensor,
+    tau: float,
+    v_threshold: float,
+    v_reset: Optional[float],
+    decay_input: bool,
+    detach_reset: bool,
+    surrogate: str,
+    alpha: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    impl = resolve("ndsnn::lif_multistep", lif_forward_ref, x_seq.device.type)
+    return impl(x_seq, v_init, tau, v_threshold, v_reset, decay_input)
+
+
+@_lif_multistep.register_fake
+def _(x_seq, v_init, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha):
+    return x_seq.new_empty(x_seq.shape), x_seq.new_empty(x_seq.shape[1:]), x_seq.new_empty(x_seq.shape)
+
+
+@torch.library.custom_op("ndsnn::lif_multistep_backward", mutates_args=())
+def _lif_multistep_backward(
+    grad_spike: Tensor,
+    grad_v_last: Tensor,
+    h_seq: Tensor,
+    spike_seq: Tensor,
+    tau: float,
+    v_threshold: float,
+    v_reset: Optional[float],
+    decay_input: bool,
+    detach_reset: bool,
+    surrogate: str,
+    alpha: float,
+) -> tuple[Tensor, Tensor]:
+    impl = resolve("ndsnn::lif_multistep_backward", lif_backward_ref, h_seq.device.type)
+    return impl(
+        grad_spike, grad_v_last, h_seq, spike_seq, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha
+    )
+
+
+@_lif_multistep_backward.register_fake
+def _(grad_spike, grad_v_last, h_seq, spike_seq, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha):
+    return h_seq.new_empty(h_seq.shape), h_seq.new_empty(h_seq.shape[1:])
+
+
+def _lif_setup_context(ctx, inputs, output):
+    _x, _v, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha = inputs
+    spike_seq, _v_last, h_seq = output
+    ctx.save_for_backward(h_seq, spike_seq)
+    ctx.params = (tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha)
+
+
+def _lif_backward(ctx, grad_spike, grad_v_last, _grad_h):
+    h_seq, spike_seq = ctx.saved_tensors
+    if grad_spike is None:
+        grad_spike = torch.zeros_like(h_seq)
+    if grad_v_last is None:
+        grad_v_last = torch.zeros_like(h_seq[0])
+    grad_x, grad_v = torch.ops.ndsnn.lif_multistep_backward(grad_spike, grad_v_last, h_seq, spike_seq, *ctx.params)
+    return grad_x, grad_v, None, None, None, None, None, None, None
+
+
+_lif_multistep.register_autograd(_lif_backward, setup_context=_lif_setup_context)
+
+
+# ----------------------------------------------------------------------------- checked wrappers
+
+
+def _pair(value: int | Sequence[int], name: str) -> list[int]:
+    if isinstance(value, int):
+        return [value, value]
+    if isinstance(value, Sequence) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return [int(value[0]), int(value[1])]
+    raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+
+
+def _check_tensor(t: object, name: str, op: str) -> Tensor:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    return t
+
+
+def _check_weight_mask_bias(op: str, x: Tensor, weight: Tensor, mask: Tensor, bias: Tensor | None) -> None:
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: x must be a floating tensor (float32/float16/bfloat16/float64), got {x.dtype}")
+    if weight.dtype != x.dtype:
+        raise TypeError(f"{op}: weight dtype {weight.dtype} differs from x dtype {x.dtype}; cast one of them")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"{op}: mask must be a bool tensor, got {mask.dtype}")
+    if tuple(mask.shape) != tuple(weight.shape):
+        raise ValueError(f"{op}: mask shape {tuple(mask.shape)} does not match weight shape {tuple(weight.shape)}")
+    for name, t in (("weight", weight), ("mask", mask), ("bias", bias)):
+        if t is not None and t.device != x.device:
+            raise ValueError(f"{op}: {name} is on {t.device} but x is on {x.device}")
+    if bias is not None:
+        if bias.dtype != x.dtype:
+            raise TypeError(f"{op}: bias dtype {bias.dtype} differs from x dtype {x.dtype}")
+        if tuple(bias.shape) != (weight.shape[0],):
+            raise ValueError(f"{op}: bias shape {tuple(bias.shape)} should be ({weight.shape[0]},)")
+
+
+def masked_conv2d(
+    x: Tensor,
+    weight: Tensor,
+    mask: Tensor,
+    bias: Tensor | None = None,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    *,
+    spike_input: bool = True,
+    dense_weight_grad: bool = False,
+) -> Tensor:
+    """Masked 2-D convolution ``conv2d(x, weight ⊙ mask) + bias``.
+
+    Args:
+        x: ``[N, Cin, H, W]`` (N = T·B); binary spikes when ``spike_input`` (checked).
+        weight: ``[Cout, Cin/groups, kh, kw]``, same dtype and device as x.
+        mask: bool, weight's shape; False marks a pruned weight.
+        bias: ``[Cout]`` or None.
+        spike_input: declares x binary, which lets kernels store and multiply it as spikes.
+        dense_weight_grad: if True the backward returns the full dense ``dL/dW`` (what
+            gradient-based growth needs); otherwise the weight gradient is zero off the mask.
+
+    Returns: ``[N, Cout, Hout, Wout]``, contiguous, x's dtype.
+    """
+    op = "ndsnn.masked_conv2d"
+    for name, t in (("x", x), ("weight", weight), ("mask", mask)):
+        _check_tensor(t, name, op)
+    if x.dim() != 4:
+        raise ValueError(f"{op}: x must have shape [N, C, H, W] (4-D), got {x.dim()}-D shape {tuple(x.shape)}")
+    if weight.dim() != 4:
+        raise ValueError(f"{op}: weight must be 4-D [Cout, Cin/groups, kh, kw], got shape {tuple(weight.shape)}")
+    if not isinstance(groups, int) or groups < 1 or weight.shape[0] % groups:
+        raise ValueError(f"{op}: groups={groups!r} must be a positive int dividing Cout={weight.shape[0]}")
+    if x.shape[1] != weight.shape[1] * groups:
+        raise ValueError(
+            f"{op}: x has {x.shape[1]} input channels but weight expects {weight.shape[1] * groups} "
+            f"(weight shape {tuple(weight.shape)}, groups={groups})"
+        )
+    _check_weight_mask_bias(op, x, weight, mask, bias)
+    stride_, padding_, dilation_ = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    if min(stride_) < 1 or min(dilation_) < 1 or min(padding_) < 0:
+        raise ValueError(f"{op}: need stride >= 1, dilation >= 1, padding >= 0; got {stride_}, {dilation_}, {padding_}")
+    out_hw = _conv_out_hw(x.shape[2:], weight.shape[2:], stride_, padding_, dilation_)
+    if min(out_hw) < 1:
+        raise ValueError(
+            f"{op}: input map {tuple(x.shape[2:])} is too small for kernel {tuple(weight.shape[2:])} "
+            f"with padding {padding_} (output would be {out_hw})"
+        )
+    return torch.ops.ndsnn.masked_conv2d(
+        x, weight, mask, bias, stride_, padding_, dilation_, groups, bool(spike_input), bool(dense_weight_grad)
+    )
+
+
+def masked_linear(
+    x: Tensor,
+    weight: Tensor,
+    mask: Tensor,
+    bias: Tensor | None = None,
+    *,
+    spike_input: bool = True,
+    dense_weight_grad: bool = False,
+) -> Tensor:
+    """Masked linear map ``x (weight ⊙ mask)ᵀ + bias``.
+
+    Args:
+        x: ``[N, in]``; binary spikes when ``spike_input`` (checked).
+        weight, mask: ``[out, in]`` (mask bool). bias: ``[out]`` or None.
+        dense_weight_grad: as in :func:`masked_conv2d`.
+
+    Returns: ``[N, out]``, x's dtype.
+    """
+    op = "ndsnn.masked_linear"
+    for name, t in (("x", x), ("weight", weight), ("mask", mask)):
+        _check_tensor(t, name, op)
+    if x.dim() != 2:
+        raise ValueError(f"{op}: x must have shape [N, in_features] (2-D), got shape {tuple(x.shape)}")
+    if weight.dim() != 2:
+        raise ValueError(f"{op}: weight must be 2-D [out, in], got shape {tuple(weight.shape)}")
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(f"{op}: x has {x.shape[1]} features but weight expects {weight.shape[1]}")
+    _check_weight_mask_bias(op, x, weight, mask, bias)
+    return torch.ops.ndsnn.masked_linear(x, weight, mask, bias, bool(spike_input), bool(dense_weight_grad))
+
+
+def check_lif_params(
+    tau: float, v_threshold: float, v_reset: float | None, surrogate: str, alpha: float, where: str
+) -> None:
+    """Raise ``ValueError`` naming the first invalid LIF parameter."""
+    if not (isinstance(tau, int | float) and math.isfinite(tau) and tau >= 1.0):
+        raise ValueError(f"{where}: tau must be a finite number >= 1 (membrane time constant in steps), got {tau!r}")
+    if not (isinstance(v_threshold, int | float) and math.isfinite(v_threshold)):
+        raise ValueError(f"{where}: v_threshold must be a finite number, got {v_threshold!r}")
+    if v_reset is not None and not (isinstance(v_reset, int | float) and math.isfinite(v_reset)):
+        raise ValueError(f"{where}: v_reset must be a finite number or None (soft reset), got {v_reset!r}")
+    if surrogate not in SURROGATES:
+        raise ValueError(f"{where}: unknown surrogate {surrogate!r}; expected one of {SURROGATES}")
+    if not (isinstance(alpha, int | float) and math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"{where}: surrogate alpha must be a positive finite number, got {alpha!r}")
+
+
+def lif_multistep(
+    x_seq: Tensor,
+    v_init: Tensor,
+    tau: float = 2.0,
+    v_threshold: float = 1.0,
+    v_reset: float | None = 0.0,
+    decay_input: bool = True,
+    detach_reset: bool = False,
+    surrogate: str = "sigmoid",
+    alpha: float = 4.0,
+) -> tuple[Tensor, Tensor]:
+    """Fused multi-step LIF: ``(x_seq [T, ...], v_init [...]) -> (spike_seq [T, ...], v_last [...])``.
+
+    Stateless; SpikingJelly ``LIFNode`` semantics and defaults (see :mod:`ndsnn_triton.kernels.lif`).
+    ``v_reset=None`` selects the soft reset. ``surrogate`` is ``"atan"`` or ``"sigmoid"``.
+    """
+    op = "ndsnn.lif_multistep"
+    _check_tensor(x_seq, "x_seq", op)
+    _check_tensor(v_init, "v_init", op)
+    if x_seq.dim() < 2:
+        raise ValueError(f"{op}: x_seq must be time-first [T, ...] with at least 2 dims, got shape {tuple(x_seq.shape)}")
+    if x_seq.shape[0] < 1:
+        raise ValueError(f"{op}: x_seq has T=0 timesteps")
+    if x_seq.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: x_seq must be floating, got {x_seq.dtype}")
+    if v_init.dtype != x_seq.dtype:
+        raise TypeError(f"{op}: v_init dtype {v_init.dtype} differs from x_seq dtype {x_seq.dtype}")
+    if tuple(v_init.shape) != tuple(x_seq.shape[1:]):
+        raise ValueError(
+            f"{op}: v_init shape {tuple(v_init.shape)} must equal one timestep of x_seq {tuple(x_seq.shape[1:])}"
+        )
+    if v_init.device != x_seq.device:
+        raise ValueError(f"{op}: v_init is on {v_init.device} but x_seq is on {x_seq.device}")
+    check_lif_params(tau, v_threshold, v_reset, surrogate, alpha, op)
+    v_reset_ = None if v_reset is None else float(v_reset)
+    spikes, v_last, _h = torch.ops.ndsnn.lif_multistep(
+        x_seq, v_init, float(tau), float(v_threshold), v_reset_, bool(decay_input), bool(detach_reset), surrogate, float(alpha)
+    )
+    return spikes, v_last

@@ -1,0 +1,29 @@
+"""Test setup: Triton runs in its interpreter when there is no GPU (set before any import of it)."""
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import ndsnn_triton  # noqa: E402  (registers the ndsnn ops after the environment is set)
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _torch_backend_and_seed():
+    """Each test starts on the default backend with a fixed seed."""
+    previous = ndsnn_triton.get_backend()
+    torch.manual_seed(0)
+    yield
+    ndsnn_triton.set_backend(previous)
