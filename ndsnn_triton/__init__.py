@@ -7,7 +7,13 @@ Import this package to register the ``torch.ops.ndsnn.*`` ops. Subpackages: ``nn
 
 from ndsnn_triton import ops
 from ndsnn_triton._version import __version__
-from ndsnn_triton.backend import get_backend, set_backend, set_spike_check, spike_check_enabled, use_backend
+from ndsnn_triton.backend import (
+    get_backend,
+    set_backend,
+    set_spike_check,
+    spike_check_enabled,
+    use_backend,
+)
 from ndsnn_triton.ops import lif_multistep, masked_conv2d, masked_linear
 
 __all__ = [

@@ -26,7 +26,9 @@ _KERNELS: dict[tuple[str, str], Callable] = {}
 
 def _validated(name: str, source: str) -> str:
     if not isinstance(name, str) or name.strip().lower() not in BACKENDS:
-        raise ValueError(f"unknown ndsnn backend {name!r} (from {source}); expected one of {BACKENDS}")
+        raise ValueError(
+            f"unknown ndsnn backend {name!r} (from {source}); expected one of {BACKENDS}"
+        )
     return name.strip().lower()
 
 

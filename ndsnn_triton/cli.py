@@ -53,14 +53,24 @@ def _add_step_parser(sub: argparse._SubParsersAction) -> None:
         "masked layer's density and measured input spike rate.",
     )
     p.add_argument("--model", choices=sorted(MODELS), default="vgg16")
-    p.add_argument("--density", type=_density, default=0.1, help="kept fraction of weights, in (0, 1] (default 0.1)")
+    p.add_argument(
+        "--density",
+        type=_density,
+        default=0.1,
+        help="kept fraction of weights, in (0, 1] (default 0.1)",
+    )
     p.add_argument("--batch", type=_positive_int, default=8)
     p.add_argument("--T", type=_positive_int, default=5, help="timesteps (default 5)")
     p.add_argument("--classes", type=_positive_int, default=10)
     p.add_argument("--image-size", type=_positive_int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--backend", choices=BACKENDS, default=None, help="op backend (default: NDSNN_BACKEND or auto)")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="op backend (default: NDSNN_BACKEND or auto)",
+    )
     p.add_argument("--device", type=_device, default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_cmd_step)
@@ -110,17 +120,25 @@ def _cmd_step(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"ndsnn {__version__} | {args.model} | T={args.T} batch={args.batch} | device {args.device}")
+    print(
+        f"ndsnn {__version__} | {args.model} | T={args.T} batch={args.batch} | device {args.device}"
+    )
     print(f"{'layer':<28} {'kind':<6} {'weights':>10} {'density':>8} {'input':>7} {'rate':>8}")
     for s in stats:
         kind = "spikes" if s.spike_input else "analog"
-        print(f"{s.name:<28} {s.kind:<6} {s.weights:>10,} {s.density:>8.4f} {kind:>7} {s.input_rate:>8.4f}")
-    print(f"total: {total:,} prunable weights, density {kept / total:.4f}; loss {loss_value:.4f}; step {seconds:.2f} s")
+        print(
+            f"{s.name:<28} {s.kind:<6} {s.weights:>10,} {s.density:>8.4f} {kind:>7} {s.input_rate:>8.4f}"
+        )
+    print(
+        f"total: {total:,} prunable weights, density {kept / total:.4f}; loss {loss_value:.4f}; step {seconds:.2f} s"
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ndsnn", description="Sparse spiking neural network training toolkit.")
+    parser = argparse.ArgumentParser(
+        prog="ndsnn", description="Sparse spiking neural network training toolkit."
+    )
     parser.add_argument("--version", action="version", version=f"ndsnn_triton {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_step_parser(sub)

@@ -45,9 +45,16 @@ def _check_binary(x: Tensor, op: str) -> None:
 
 
 def _conv_out_hw(
-    hw: Sequence[int], kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int]
+    hw: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
 ) -> list[int]:
-    return [(hw[i] + 2 * padding[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1 for i in range(2)]
+    return [
+        (hw[i] + 2 * padding[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
+        for i in range(2)
+    ]
 
 
 # ----------------------------------------------------------------------------- conv2d
@@ -89,7 +96,9 @@ def _masked_conv2d_input_grad(
     dilation: list[int],
     groups: int,
 ) -> Tensor:
-    impl = resolve("ndsnn::masked_conv2d_input_grad", masked_conv2d_input_grad_ref, grad_out.device.type)
+    impl = resolve(
+        "ndsnn::masked_conv2d_input_grad", masked_conv2d_input_grad_ref, grad_out.device.type
+    )
     return impl(grad_out, weight, mask, input_size, stride, padding, dilation, groups)
 
 
@@ -119,7 +128,9 @@ def _(grad_out, x, mask, stride, padding, dilation, groups, dense):
 
 
 def _conv_setup_context(ctx, inputs, output):
-    x, weight, mask, bias, stride, padding, dilation, groups, _spike_input, dense_weight_grad = inputs
+    x, weight, mask, bias, stride, padding, dilation, groups, _spike_input, dense_weight_grad = (
+        inputs
+    )
     ctx.save_for_backward(x, weight, mask)
     ctx.conv_args = (list(stride), list(padding), list(dilation), groups)
     ctx.dense_weight_grad = dense_weight_grad
@@ -151,7 +162,12 @@ _masked_conv2d.register_autograd(_conv_backward, setup_context=_conv_setup_conte
 
 @torch.library.custom_op("ndsnn::masked_linear", mutates_args=())
 def _masked_linear(
-    x: Tensor, weight: Tensor, mask: Tensor, bias: Optional[Tensor], spike_input: bool, dense_weight_grad: bool
+    x: Tensor,
+    weight: Tensor,
+    mask: Tensor,
+    bias: Optional[Tensor],
+    spike_input: bool,
+    dense_weight_grad: bool,
 ) -> Tensor:
     if spike_input:
         _check_binary(x, "ndsnn::masked_linear")
@@ -166,7 +182,9 @@ def _(x, weight, mask, bias, spike_input, dense_weight_grad):
 
 @torch.library.custom_op("ndsnn::masked_linear_input_grad", mutates_args=())
 def _masked_linear_input_grad(grad_out: Tensor, weight: Tensor, mask: Tensor) -> Tensor:
-    impl = resolve("ndsnn::masked_linear_input_grad", masked_linear_input_grad_ref, grad_out.device.type)
+    impl = resolve(
+        "ndsnn::masked_linear_input_grad", masked_linear_input_grad_ref, grad_out.device.type
+    )
     return impl(grad_out, weight, mask)
 
 
@@ -229,7 +247,11 @@ def _lif_multistep(
 
 @_lif_multistep.register_fake
 def _(x_seq, v_init, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha):
-    return x_seq.new_empty(x_seq.shape), x_seq.new_empty(x_seq.shape[1:]), x_seq.new_empty(x_seq.shape)
+    return (
+        x_seq.new_empty(x_seq.shape),
+        x_seq.new_empty(x_seq.shape[1:]),
+        x_seq.new_empty(x_seq.shape),
+    )
 
 
 @torch.library.custom_op("ndsnn::lif_multistep_backward", mutates_args=())
@@ -248,12 +270,34 @@ def _lif_multistep_backward(
 ) -> tuple[Tensor, Tensor]:
     impl = resolve("ndsnn::lif_multistep_backward", lif_backward_ref, h_seq.device.type)
     return impl(
-        grad_spike, grad_v_last, h_seq, spike_seq, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha
+        grad_spike,
+        grad_v_last,
+        h_seq,
+        spike_seq,
+        tau,
+        v_threshold,
+        v_reset,
+        decay_input,
+        detach_reset,
+        surrogate,
+        alpha,
     )
 
 
 @_lif_multistep_backward.register_fake
-def _(grad_spike, grad_v_last, h_seq, spike_seq, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha):
+def _(
+    grad_spike,
+    grad_v_last,
+    h_seq,
+    spike_seq,
+    tau,
+    v_threshold,
+    v_reset,
+    decay_input,
+    detach_reset,
+    surrogate,
+    alpha,
+):
     return h_seq.new_empty(h_seq.shape), h_seq.new_empty(h_seq.shape[1:])
 
 
@@ -270,7 +314,9 @@ def _lif_backward(ctx, grad_spike, grad_v_last, _grad_h):
         grad_spike = torch.zeros_like(h_seq)
     if grad_v_last is None:
         grad_v_last = torch.zeros_like(h_seq[0])
-    grad_x, grad_v = torch.ops.ndsnn.lif_multistep_backward(grad_spike, grad_v_last, h_seq, spike_seq, *ctx.params)
+    grad_x, grad_v = torch.ops.ndsnn.lif_multistep_backward(
+        grad_spike, grad_v_last, h_seq, spike_seq, *ctx.params
+    )
     return grad_x, grad_v, None, None, None, None, None, None, None
 
 
@@ -294,15 +340,23 @@ def _check_tensor(t: object, name: str, op: str) -> Tensor:
     return t
 
 
-def _check_weight_mask_bias(op: str, x: Tensor, weight: Tensor, mask: Tensor, bias: Tensor | None) -> None:
+def _check_weight_mask_bias(
+    op: str, x: Tensor, weight: Tensor, mask: Tensor, bias: Tensor | None
+) -> None:
     if x.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{op}: x must be a floating tensor (float32/float16/bfloat16/float64), got {x.dtype}")
+        raise TypeError(
+            f"{op}: x must be a floating tensor (float32/float16/bfloat16/float64), got {x.dtype}"
+        )
     if weight.dtype != x.dtype:
-        raise TypeError(f"{op}: weight dtype {weight.dtype} differs from x dtype {x.dtype}; cast one of them")
+        raise TypeError(
+            f"{op}: weight dtype {weight.dtype} differs from x dtype {x.dtype}; cast one of them"
+        )
     if mask.dtype != torch.bool:
         raise TypeError(f"{op}: mask must be a bool tensor, got {mask.dtype}")
     if tuple(mask.shape) != tuple(weight.shape):
-        raise ValueError(f"{op}: mask shape {tuple(mask.shape)} does not match weight shape {tuple(weight.shape)}")
+        raise ValueError(
+            f"{op}: mask shape {tuple(mask.shape)} does not match weight shape {tuple(weight.shape)}"
+        )
     for name, t in (("weight", weight), ("mask", mask), ("bias", bias)):
         if t is not None and t.device != x.device:
             raise ValueError(f"{op}: {name} is on {t.device} but x is on {x.device}")
@@ -343,20 +397,32 @@ def masked_conv2d(
     for name, t in (("x", x), ("weight", weight), ("mask", mask)):
         _check_tensor(t, name, op)
     if x.dim() != 4:
-        raise ValueError(f"{op}: x must have shape [N, C, H, W] (4-D), got {x.dim()}-D shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{op}: x must have shape [N, C, H, W] (4-D), got {x.dim()}-D shape {tuple(x.shape)}"
+        )
     if weight.dim() != 4:
-        raise ValueError(f"{op}: weight must be 4-D [Cout, Cin/groups, kh, kw], got shape {tuple(weight.shape)}")
+        raise ValueError(
+            f"{op}: weight must be 4-D [Cout, Cin/groups, kh, kw], got shape {tuple(weight.shape)}"
+        )
     if not isinstance(groups, int) or groups < 1 or weight.shape[0] % groups:
-        raise ValueError(f"{op}: groups={groups!r} must be a positive int dividing Cout={weight.shape[0]}")
+        raise ValueError(
+            f"{op}: groups={groups!r} must be a positive int dividing Cout={weight.shape[0]}"
+        )
     if x.shape[1] != weight.shape[1] * groups:
         raise ValueError(
             f"{op}: x has {x.shape[1]} input channels but weight expects {weight.shape[1] * groups} "
             f"(weight shape {tuple(weight.shape)}, groups={groups})"
         )
     _check_weight_mask_bias(op, x, weight, mask, bias)
-    stride_, padding_, dilation_ = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    stride_, padding_, dilation_ = (
+        _pair(stride, "stride"),
+        _pair(padding, "padding"),
+        _pair(dilation, "dilation"),
+    )
     if min(stride_) < 1 or min(dilation_) < 1 or min(padding_) < 0:
-        raise ValueError(f"{op}: need stride >= 1, dilation >= 1, padding >= 0; got {stride_}, {dilation_}, {padding_}")
+        raise ValueError(
+            f"{op}: need stride >= 1, dilation >= 1, padding >= 0; got {stride_}, {dilation_}, {padding_}"
+        )
     out_hw = _conv_out_hw(x.shape[2:], weight.shape[2:], stride_, padding_, dilation_)
     if min(out_hw) < 1:
         raise ValueError(
@@ -364,7 +430,16 @@ def masked_conv2d(
             f"with padding {padding_} (output would be {out_hw})"
         )
     return torch.ops.ndsnn.masked_conv2d(
-        x, weight, mask, bias, stride_, padding_, dilation_, groups, bool(spike_input), bool(dense_weight_grad)
+        x,
+        weight,
+        mask,
+        bias,
+        stride_,
+        padding_,
+        dilation_,
+        groups,
+        bool(spike_input),
+        bool(dense_weight_grad),
     )
 
 
@@ -390,13 +465,17 @@ def masked_linear(
     for name, t in (("x", x), ("weight", weight), ("mask", mask)):
         _check_tensor(t, name, op)
     if x.dim() != 2:
-        raise ValueError(f"{op}: x must have shape [N, in_features] (2-D), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{op}: x must have shape [N, in_features] (2-D), got shape {tuple(x.shape)}"
+        )
     if weight.dim() != 2:
         raise ValueError(f"{op}: weight must be 2-D [out, in], got shape {tuple(weight.shape)}")
     if x.shape[1] != weight.shape[1]:
         raise ValueError(f"{op}: x has {x.shape[1]} features but weight expects {weight.shape[1]}")
     _check_weight_mask_bias(op, x, weight, mask, bias)
-    return torch.ops.ndsnn.masked_linear(x, weight, mask, bias, bool(spike_input), bool(dense_weight_grad))
+    return torch.ops.ndsnn.masked_linear(
+        x, weight, mask, bias, bool(spike_input), bool(dense_weight_grad)
+    )
 
 
 def check_lif_params(
@@ -404,15 +483,21 @@ def check_lif_params(
 ) -> None:
     """Raise ``ValueError`` naming the first invalid LIF parameter."""
     if not (isinstance(tau, int | float) and math.isfinite(tau) and tau >= 1.0):
-        raise ValueError(f"{where}: tau must be a finite number >= 1 (membrane time constant in steps), got {tau!r}")
+        raise ValueError(
+            f"{where}: tau must be a finite number >= 1 (membrane time constant in steps), got {tau!r}"
+        )
     if not (isinstance(v_threshold, int | float) and math.isfinite(v_threshold)):
         raise ValueError(f"{where}: v_threshold must be a finite number, got {v_threshold!r}")
     if v_reset is not None and not (isinstance(v_reset, int | float) and math.isfinite(v_reset)):
-        raise ValueError(f"{where}: v_reset must be a finite number or None (soft reset), got {v_reset!r}")
+        raise ValueError(
+            f"{where}: v_reset must be a finite number or None (soft reset), got {v_reset!r}"
+        )
     if surrogate not in SURROGATES:
         raise ValueError(f"{where}: unknown surrogate {surrogate!r}; expected one of {SURROGATES}")
     if not (isinstance(alpha, int | float) and math.isfinite(alpha) and alpha > 0):
-        raise ValueError(f"{where}: surrogate alpha must be a positive finite number, got {alpha!r}")
+        raise ValueError(
+            f"{where}: surrogate alpha must be a positive finite number, got {alpha!r}"
+        )
 
 
 def lif_multistep(
@@ -435,7 +520,9 @@ def lif_multistep(
     _check_tensor(x_seq, "x_seq", op)
     _check_tensor(v_init, "v_init", op)
     if x_seq.dim() < 2:
-        raise ValueError(f"{op}: x_seq must be time-first [T, ...] with at least 2 dims, got shape {tuple(x_seq.shape)}")
+        raise ValueError(
+            f"{op}: x_seq must be time-first [T, ...] with at least 2 dims, got shape {tuple(x_seq.shape)}"
+        )
     if x_seq.shape[0] < 1:
         raise ValueError(f"{op}: x_seq has T=0 timesteps")
     if x_seq.dtype not in FLOAT_DTYPES:
@@ -451,6 +538,14 @@ def lif_multistep(
     check_lif_params(tau, v_threshold, v_reset, surrogate, alpha, op)
     v_reset_ = None if v_reset is None else float(v_reset)
     spikes, v_last, _h = torch.ops.ndsnn.lif_multistep(
-        x_seq, v_init, float(tau), float(v_threshold), v_reset_, bool(decay_input), bool(detach_reset), surrogate, float(alpha)
+        x_seq,
+        v_init,
+        float(tau),
+        float(v_threshold),
+        v_reset_,
+        bool(decay_input),
+        bool(detach_reset),
+        surrogate,
+        float(alpha),
     )
     return spikes, v_last

@@ -8,7 +8,8 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import ndsnn_triton  # noqa: E402  (registers the ndsnn ops after the environment is set)
+# Imported after the environment is set: it registers the ndsnn ops.
+import ndsnn_triton
 
 
 def pytest_collection_modifyitems(config, items):

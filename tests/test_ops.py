@@ -23,11 +23,21 @@ CONV_CASES = [
 
 def _conv_inputs(case, dtype=torch.float64, density=0.5, binary=True):
     n, cin, h, w, cout, k, stride, padding, dilation, groups, bias = case
-    x = (torch.rand(n, cin, h, w) < 0.3).to(dtype) if binary else torch.randn(n, cin, h, w, dtype=dtype)
+    x = (
+        (torch.rand(n, cin, h, w) < 0.3).to(dtype)
+        if binary
+        else torch.randn(n, cin, h, w, dtype=dtype)
+    )
     weight = torch.randn(cout, cin // groups, k, k, dtype=dtype)
     mask = torch.rand(weight.shape) < density
     b = torch.randn(cout, dtype=dtype) if bias else None
-    return x, weight, mask, b, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return (
+        x,
+        weight,
+        mask,
+        b,
+        dict(stride=stride, padding=padding, dilation=dilation, groups=groups),
+    )
 
 
 @pytest.mark.parametrize("case", CONV_CASES)
@@ -71,7 +81,9 @@ def test_conv_accepts_non_contiguous_input():
     x, weight, mask, bias, geo = _conv_inputs(CONV_CASES[0])
     x_nc = x.transpose(2, 3).contiguous().transpose(2, 3)
     assert not x_nc.is_contiguous()
-    torch.testing.assert_close(masked_conv2d(x_nc, weight, mask, bias, **geo), masked_conv2d(x, weight, mask, bias, **geo))
+    torch.testing.assert_close(
+        masked_conv2d(x_nc, weight, mask, bias, **geo), masked_conv2d(x, weight, mask, bias, **geo)
+    )
 
 
 @pytest.mark.parametrize("dense_weight_grad", [False, True])
@@ -112,7 +124,9 @@ def test_conv_gradcheck_float64(case):
 
 def test_conv_gradcheck_weight_with_binary_spikes():
     x, weight, mask, bias, geo = _conv_inputs(CONV_CASES[1])
-    assert torch.autograd.gradcheck(lambda w: masked_conv2d(x, w, mask, bias, **geo), (weight.requires_grad_(),))
+    assert torch.autograd.gradcheck(
+        lambda w: masked_conv2d(x, w, mask, bias, **geo), (weight.requires_grad_(),)
+    )
 
 
 def test_linear_gradcheck_float64():
@@ -120,7 +134,9 @@ def test_linear_gradcheck_float64():
     w = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
     b = torch.randn(3, dtype=torch.float64, requires_grad=True)
     mask = torch.rand(3, 6) < 0.5
-    assert torch.autograd.gradcheck(lambda x, w, b: masked_linear(x, w, mask, b, spike_input=False), (x, w, b))
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: masked_linear(x, w, mask, b, spike_input=False), (x, w, b)
+    )
 
 
 # ----------------------------------------------------------------------------- opcheck
@@ -132,19 +148,39 @@ def _opcheck(op, args):
 
 @pytest.mark.parametrize("dense", [False, True])
 def test_opcheck_masked_conv2d(dense):
-    x, weight, mask, bias, geo = _conv_inputs(CONV_CASES[1], dtype=torch.float32)
-    args = (x.requires_grad_(), weight.requires_grad_(), mask, torch.randn(6, requires_grad=True), [2, 2], [1, 1], [1, 1], 1, True, dense)
+    x, weight, mask, _, _ = _conv_inputs(CONV_CASES[1], dtype=torch.float32)
+    args = (
+        x.requires_grad_(),
+        weight.requires_grad_(),
+        mask,
+        torch.randn(6, requires_grad=True),
+        [2, 2],
+        [1, 1],
+        [1, 1],
+        1,
+        True,
+        dense,
+    )
     _opcheck(torch.ops.ndsnn.masked_conv2d.default, args)
-    _opcheck(torch.ops.ndsnn.masked_conv2d.default, (x, weight, mask, None, [2, 2], [1, 1], [1, 1], 1, True, dense))
+    _opcheck(
+        torch.ops.ndsnn.masked_conv2d.default,
+        (x, weight, mask, None, [2, 2], [1, 1], [1, 1], 1, True, dense),
+    )
 
 
 def test_opcheck_conv_backward_ops():
     x, weight, mask, _, _ = _conv_inputs(CONV_CASES[1], dtype=torch.float32)
     y = masked_conv2d(x, weight, mask, stride=2, padding=1)
     g = torch.randn_like(y)
-    _opcheck(torch.ops.ndsnn.masked_conv2d_input_grad.default, (g, weight, mask, list(x.shape), [2, 2], [1, 1], [1, 1], 1))
+    _opcheck(
+        torch.ops.ndsnn.masked_conv2d_input_grad.default,
+        (g, weight, mask, list(x.shape), [2, 2], [1, 1], [1, 1], 1),
+    )
     for dense in (False, True):
-        _opcheck(torch.ops.ndsnn.masked_conv2d_weight_grad.default, (g, x, mask, [2, 2], [1, 1], [1, 1], 1, dense))
+        _opcheck(
+            torch.ops.ndsnn.masked_conv2d_weight_grad.default,
+            (g, x, mask, [2, 2], [1, 1], [1, 1], 1, dense),
+        )
 
 
 def test_opcheck_linear_ops():
@@ -167,7 +203,10 @@ def test_opcheck_lif_ops(v_reset):
     params = (2.0, 1.0, v_reset, True, False, "atan", 2.0)
     _opcheck(torch.ops.ndsnn.lif_multistep.default, (x, v, *params))
     s, v_last, h = torch.ops.ndsnn.lif_multistep(x.detach(), v.detach(), *params)
-    _opcheck(torch.ops.ndsnn.lif_multistep_backward.default, (torch.randn_like(s), torch.randn_like(v_last), h, s, *params))
+    _opcheck(
+        torch.ops.ndsnn.lif_multistep_backward.default,
+        (torch.randn_like(s), torch.randn_like(v_last), h, s, *params),
+    )
 
 
 def test_every_ndsnn_op_is_opchecked_here():
@@ -181,7 +220,8 @@ def test_every_ndsnn_op_is_opchecked_here():
         if isinstance(obj, torch._library.custom_ops.CustomOpDef)
         for name in [obj._qualname]
     }
-    source = open(__file__).read()
+    with open(__file__) as f:
+        source = f.read()
     missing = [op for op in sorted(registered) if f"torch.ops.ndsnn.{op}.default" not in source]
     assert registered and not missing, f"ops without opcheck: {missing}"
 
@@ -240,7 +280,10 @@ def test_triton_backend_without_a_kernel_names_the_op():
     x, weight, mask, bias, geo = _conv_inputs(CONV_CASES[0])
     if ("ndsnn::masked_conv2d", "triton") in _KERNELS:
         pytest.skip("a Triton kernel is registered for masked_conv2d")
-    with ndsnn_triton.use_backend("triton"), pytest.raises(NotImplementedError, match="ndsnn::masked_conv2d"):
+    with (
+        ndsnn_triton.use_backend("triton"),
+        pytest.raises(NotImplementedError, match="ndsnn::masked_conv2d"),
+    ):
         masked_conv2d(x, weight, mask, bias, **geo)
 
 
@@ -283,7 +326,11 @@ def test_non_binary_spikes_are_rejected_and_check_can_be_disabled():
 
 
 def _good_conv():
-    return (torch.ones(2, 3, 5, 5), torch.randn(4, 3, 3, 3), torch.ones(4, 3, 3, 3, dtype=torch.bool))
+    return (
+        torch.ones(2, 3, 5, 5),
+        torch.randn(4, 3, 3, 3),
+        torch.ones(4, 3, 3, 3, dtype=torch.bool),
+    )
 
 
 @pytest.mark.parametrize(
@@ -318,11 +365,31 @@ def test_conv_bad_bias_and_geometry():
 @pytest.mark.parametrize(
     ("args", "exc", "match"),
     [
-        ((torch.ones(2, 3, 1), torch.randn(4, 3), torch.ones(4, 3, dtype=torch.bool)), ValueError, "2-D"),
-        ((torch.ones(2, 5), torch.randn(4, 3), torch.ones(4, 3, dtype=torch.bool)), ValueError, "5 features"),
-        ((torch.ones(2, 3), torch.randn(4, 3), torch.ones(3, 4, dtype=torch.bool)), ValueError, "mask shape"),
+        (
+            (torch.ones(2, 3, 1), torch.randn(4, 3), torch.ones(4, 3, dtype=torch.bool)),
+            ValueError,
+            "2-D",
+        ),
+        (
+            (torch.ones(2, 5), torch.randn(4, 3), torch.ones(4, 3, dtype=torch.bool)),
+            ValueError,
+            "5 features",
+        ),
+        (
+            (torch.ones(2, 3), torch.randn(4, 3), torch.ones(3, 4, dtype=torch.bool)),
+            ValueError,
+            "mask shape",
+        ),
         ((torch.ones(2, 3), torch.randn(4, 3), torch.ones(4, 3)), TypeError, "bool"),
-        ((torch.ones(2, 3, dtype=torch.float16), torch.randn(4, 3), torch.ones(4, 3, dtype=torch.bool)), TypeError, "dtype"),
+        (
+            (
+                torch.ones(2, 3, dtype=torch.float16),
+                torch.randn(4, 3),
+                torch.ones(4, 3, dtype=torch.bool),
+            ),
+            TypeError,
+            "dtype",
+        ),
     ],
 )
 def test_linear_bad_input_names_the_problem(args, exc, match):

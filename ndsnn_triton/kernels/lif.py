@@ -57,7 +57,12 @@ def _reset(h: Tensor, s: Tensor, v_threshold: float, v_reset: float | None) -> T
 
 
 def lif_forward_ref(
-    x_seq: Tensor, v_init: Tensor, tau: float, v_threshold: float, v_reset: float | None, decay_input: bool
+    x_seq: Tensor,
+    v_init: Tensor,
+    tau: float,
+    v_threshold: float,
+    v_reset: float | None,
+    decay_input: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Run T steps; returns ``(spike_seq [T,...], v_last [...], h_seq [T,...])`` in x's dtype.
 

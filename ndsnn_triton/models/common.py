@@ -34,7 +34,9 @@ class DirectEncoder(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, T: int, bias: bool) -> None:
         super().__init__()
         self.T = T
-        self.conv = SpikeConv2d(in_channels, out_channels, 3, padding=1, bias=bias, spike_input=False)
+        self.conv = SpikeConv2d(
+            in_channels, out_channels, 3, padding=1, bias=bias, spike_input=False
+        )
         self.bn = SeqToANNContainer(nn.BatchNorm2d(out_channels))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -44,24 +46,37 @@ class DirectEncoder(nn.Module):
         return self.bn(self.conv(x))
 
 
-def check_model_input(x: Tensor, T: int, in_channels: int, image_size: int | None, model: str) -> None:
+def check_model_input(
+    x: Tensor, T: int, in_channels: int, image_size: int | None, model: str
+) -> None:
     """Raise ``ValueError`` naming what is wrong with a model input."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{model}: input must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() not in (4, 5):
-        raise ValueError(f"{model}: input must be an image batch [B, C, H, W] or a sequence [T, B, C, H, W], got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{model}: input must be an image batch [B, C, H, W] or a sequence [T, B, C, H, W], got shape {tuple(x.shape)}"
+        )
     if x.dim() == 5 and x.shape[0] != T:
-        raise ValueError(f"{model}: input sequence has T={x.shape[0]} steps but the model was built with T={T}")
+        raise ValueError(
+            f"{model}: input sequence has T={x.shape[0]} steps but the model was built with T={T}"
+        )
     if x.shape[-3] != in_channels:
-        raise ValueError(f"{model}: input has {x.shape[-3]} channels, the model expects {in_channels}")
+        raise ValueError(
+            f"{model}: input has {x.shape[-3]} channels, the model expects {in_channels}"
+        )
     if image_size is not None and tuple(x.shape[-2:]) != (image_size, image_size):
-        raise ValueError(f"{model}: input is {tuple(x.shape[-2:])} but the model was built for {image_size}x{image_size} images")
+        raise ValueError(
+            f"{model}: input is {tuple(x.shape[-2:])} but the model was built for {image_size}x{image_size} images"
+        )
 
 
-def init_weights(model: nn.Module, linear_std: float | None) -> None:
-    """Kaiming-normal (fan_out) convs, BN to (1, 0), biases to 0; linears N(0, std) if given."""
+def init_weights(model: nn.Module, linear_std: float | None, conv_init: bool = True) -> None:
+    """BN to (1, 0); if ``conv_init`` Kaiming-normal (fan_out) convs with zero bias; linears N(0, std) if given.
+
+    What is not asked for keeps PyTorch's default initialisation.
+    """
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv2d) and conv_init:
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)

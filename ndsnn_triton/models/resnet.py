@@ -5,6 +5,8 @@ BasicBlocks with 128/256/512 channels, each stage's first block with stride 2 (m
 32×32 input) and a 1×1 conv + BN shortcut where the shape changes. Block:
 ``lif2(bn2(conv2(lif1(bn1(conv1 x)))) + shortcut x)``. Head: AdaptiveAvgPool(1) → fc1 512→256 →
 LIF → fc2 256→classes. Convs have no bias. 12,619,968 prunable weights at 10 classes.
+Weights keep PyTorch's default initialisation, as in Kim et al.'s code (their Kaiming init is
+commented out).
 
 ``variant="zheng"`` gives the 128-channel-stem ResNet-19 of Zheng et al. (AAAI 2021: stem 3→128,
 stages at maps 32, 16, 8) with plain BN in place of their tdBN.
@@ -16,14 +18,22 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ndsnn_triton.models.common import DirectEncoder, check_model_input, check_T, init_weights, make_lif
+from ndsnn_triton.models.common import (
+    DirectEncoder,
+    check_model_input,
+    check_T,
+    init_weights,
+    make_lif,
+)
 from ndsnn_triton.nn import SeqToANNContainer, SpikeConv2d, SpikeLinear
 
 
 class SpikingBasicBlock(nn.Module):
     """Two 3×3 convs with BN and LIF, plus an identity or 1×1 conv + BN shortcut. ``[T, B, C, H, W]``."""
 
-    def __init__(self, in_planes: int, planes: int, stride: int, neuron: dict[str, Any] | None) -> None:
+    def __init__(
+        self, in_planes: int, planes: int, stride: int, neuron: dict[str, Any] | None
+    ) -> None:
         super().__init__()
         self.conv1 = SpikeConv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn1 = SeqToANNContainer(nn.BatchNorm2d(planes))
@@ -33,7 +43,8 @@ class SpikingBasicBlock(nn.Module):
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_planes != planes:
             self.shortcut = nn.Sequential(
-                SpikeConv2d(in_planes, planes, 1, stride=stride, bias=False), SeqToANNContainer(nn.BatchNorm2d(planes))
+                SpikeConv2d(in_planes, planes, 1, stride=stride, bias=False),
+                SeqToANNContainer(nn.BatchNorm2d(planes)),
             )
         self.lif2 = make_lif(neuron)
 
@@ -67,11 +78,15 @@ class SpikingResNet(nn.Module):
         super().__init__()
         self.T = check_T(T, "resnet")
         if variant not in _VARIANTS:
-            raise ValueError(f"resnet: unknown variant {variant!r}; expected one of {tuple(_VARIANTS)}")
+            raise ValueError(
+                f"resnet: unknown variant {variant!r}; expected one of {tuple(_VARIANTS)}"
+            )
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"resnet: num_classes must be a positive int, got {num_classes!r}")
         if len(num_blocks) != len(widths):
-            raise ValueError(f"resnet: num_blocks {num_blocks} and widths {widths} must have the same length")
+            raise ValueError(
+                f"resnet: num_blocks {num_blocks} and widths {widths} must have the same length"
+            )
         stem, strides = _VARIANTS[variant]
         self.in_channels = in_channels
         self.encoder = DirectEncoder(in_channels, stem, T, bias=False)
@@ -89,7 +104,7 @@ class SpikingResNet(nn.Module):
         self.fc1 = SpikeLinear(in_planes, hidden_features, spike_input=False)
         self.lif_fc = make_lif(neuron)
         self.fc2 = SpikeLinear(hidden_features, num_classes, spike_input=True)
-        init_weights(self, linear_std=None)
+        init_weights(self, linear_std=None, conv_init=False)
 
     def forward(self, x: Tensor) -> Tensor:
         check_model_input(x, self.T, self.in_channels, None, "resnet")
@@ -99,7 +114,13 @@ class SpikingResNet(nn.Module):
 
 
 def resnet19(
-    num_classes: int = 10, T: int = 5, in_channels: int = 3, variant: str = "kim", neuron: dict[str, Any] | None = None
+    num_classes: int = 10,
+    T: int = 5,
+    in_channels: int = 3,
+    variant: str = "kim",
+    neuron: dict[str, Any] | None = None,
 ) -> SpikingResNet:
     """Spiking ResNet-19 of LTH-SNN (``variant="kim"``) or Zheng et al.'s layout (``"zheng"``)."""
-    return SpikingResNet((3, 3, 2), (128, 256, 512), num_classes, T, in_channels, variant, 256, neuron)
+    return SpikingResNet(
+        (3, 3, 2), (128, 256, 512), num_classes, T, in_channels, variant, 256, neuron
+    )

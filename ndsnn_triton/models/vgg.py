@@ -16,11 +16,36 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ndsnn_triton.models.common import DirectEncoder, check_model_input, check_T, init_weights, make_lif
+from ndsnn_triton.models.common import (
+    DirectEncoder,
+    check_model_input,
+    check_T,
+    init_weights,
+    make_lif,
+)
 from ndsnn_triton.nn import SeqToANNContainer, SpikeConv2d, SpikeLinear
 
 #: VGG-16 configuration D: channel counts, "M" = 2×2 max pool.
-CFG_D: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+CFG_D: tuple[int | str, ...] = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+)
 
 
 class SpikingVGG(nn.Module):
@@ -39,7 +64,9 @@ class SpikingVGG(nn.Module):
         self.T = check_T(T, "vgg")
         pools = sum(1 for c in cfg if c == "M")
         if not isinstance(image_size, int) or image_size < 2**pools or image_size % 2**pools:
-            raise ValueError(f"vgg: image_size must be a multiple of {2**pools} (one per max pool), got {image_size!r}")
+            raise ValueError(
+                f"vgg: image_size must be a multiple of {2**pools} (one per max pool), got {image_size!r}"
+            )
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"vgg: num_classes must be a positive int, got {num_classes!r}")
         self.in_channels, self.image_size = in_channels, image_size
@@ -61,7 +88,9 @@ class SpikingVGG(nn.Module):
                 channels = c
         self.features = nn.Sequential(*layers)
         final_map = image_size // 2**pools
-        self.avgpool = SeqToANNContainer(nn.AdaptiveAvgPool2d(1)) if final_map > 1 else nn.Identity()
+        self.avgpool = (
+            SeqToANNContainer(nn.AdaptiveAvgPool2d(1)) if final_map > 1 else nn.Identity()
+        )
         self.classifier = SpikeLinear(channels, num_classes, spike_input=final_map == 1)
         init_weights(self, linear_std=0.01)
 
@@ -72,7 +101,11 @@ class SpikingVGG(nn.Module):
 
 
 def vgg16(
-    num_classes: int = 10, T: int = 5, in_channels: int = 3, image_size: int = 32, neuron: dict[str, Any] | None = None
+    num_classes: int = 10,
+    T: int = 5,
+    in_channels: int = 3,
+    image_size: int = 32,
+    neuron: dict[str, Any] | None = None,
 ) -> SpikingVGG:
     """Spiking VGG-16 of LTH-SNN. ``neuron`` overrides the LIF settings (``tau``, ``surrogate``, ...)."""
     return SpikingVGG(CFG_D, num_classes, T, in_channels, image_size, neuron)

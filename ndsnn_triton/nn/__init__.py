@@ -1,6 +1,12 @@
 """Spiking modules: masked spike layers, the multi-step LIF neuron and time-first helpers."""
 
-from ndsnn_triton.nn.layers import MaskedLayer, SpikeConv2d, SpikeLinear, dense_weight_grads, masked_layers
+from ndsnn_triton.nn.layers import (
+    MaskedLayer,
+    SpikeConv2d,
+    SpikeLinear,
+    dense_weight_grads,
+    masked_layers,
+)
 from ndsnn_triton.nn.lif import LIF, reset_net
 from ndsnn_triton.nn.readout import predict, temporal_cross_entropy
 from ndsnn_triton.nn.seq import SeqToANNContainer, flatten_time, unflatten_time

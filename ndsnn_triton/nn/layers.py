@@ -35,7 +35,9 @@ class MaskedLayer:
     dense_weight_grad: bool
 
     def _init_mask(self, spike_input: bool) -> None:
-        self.register_buffer("mask", torch.ones_like(self.weight, dtype=torch.bool), persistent=True)
+        self.register_buffer(
+            "mask", torch.ones_like(self.weight, dtype=torch.bool), persistent=True
+        )
         self.spike_input = bool(spike_input)
         self.dense_weight_grad = False
 
@@ -43,7 +45,9 @@ class MaskedLayer:
     def set_mask(self, mask: Tensor) -> None:
         """Replace the mask (in place, same tensor) and zero the newly pruned weights."""
         if not isinstance(mask, Tensor):
-            raise TypeError(f"{type(self).__name__}.set_mask: mask must be a torch.Tensor, got {type(mask).__name__}")
+            raise TypeError(
+                f"{type(self).__name__}.set_mask: mask must be a torch.Tensor, got {type(mask).__name__}"
+            )
         if mask.dtype != torch.bool:
             raise TypeError(f"{type(self).__name__}.set_mask: mask must be bool, got {mask.dtype}")
         if mask.shape != self.weight.shape:
@@ -98,9 +102,21 @@ class SpikeConv2d(MaskedLayer, nn.Conv2d):
         spike_input: bool = True,
     ) -> None:
         if padding_mode != "zeros":
-            raise ValueError(f"SpikeConv2d: only padding_mode='zeros' is supported, got {padding_mode!r}")
+            raise ValueError(
+                f"SpikeConv2d: only padding_mode='zeros' is supported, got {padding_mode!r}"
+            )
         super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, device, dtype
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,
+            device,
+            dtype,
         )
         self._padding_ints = self._explicit_padding()
         self._init_mask(spike_input)
@@ -165,7 +181,9 @@ class SpikeLinear(MaskedLayer, nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor) or x.dim() < 2:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"SpikeLinear: input must be [T, B, in_features] (at least 2-D), got {shape}")
+            raise ValueError(
+                f"SpikeLinear: input must be [T, B, in_features] (at least 2-D), got {shape}"
+            )
         dtype = _compute_dtype(x)
         bias = None if self.bias is None else self.bias.to(dtype)
         y = masked_linear(

@@ -25,7 +25,9 @@ class Surrogate:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.alpha, int | float) and self.alpha > 0):
-            raise ValueError(f"{type(self).__name__}: alpha must be a positive number, got {self.alpha!r}")
+            raise ValueError(
+                f"{type(self).__name__}: alpha must be a positive number, got {self.alpha!r}"
+            )
 
     def __call__(self, x: Tensor) -> Tensor:
         """Spike ``(x >= 0)`` with the surrogate derivative in backward."""

@@ -12,7 +12,11 @@ from ndsnn_triton.nn.layers import masked_layers
 
 def check_density(density: float, what: str = "density") -> float:
     """Return ``density`` as a float if it lies in (0, 1], else raise ``ValueError``."""
-    if isinstance(density, bool) or not isinstance(density, int | float) or not math.isfinite(density):
+    if (
+        isinstance(density, bool)
+        or not isinstance(density, int | float)
+        or not math.isfinite(density)
+    ):
         raise ValueError(f"{what} must be a number in (0, 1], got {density!r}")
     if not 0.0 < density <= 1.0:
         raise ValueError(f"{what} must lie in (0, 1] (1 = dense), got {density}")
