@@ -135,6 +135,197 @@ def _cmd_step(args: argparse.Namespace) -> int:
     return 0
 
 
+_METHOD_OPTIONS = {
+    # CLI option -> method constructor argument
+    "distribution": "distribution",
+    "dense_first": "dense_first",
+    "dense_last": "dense_last",
+    "d_init": "d_init",
+    "t0_fraction": "t0_fraction",
+    "t_end_fraction": "t_end_fraction",
+    "delta_t": "delta_t",
+    "zeta": "zeta",
+    "zeta_end": "zeta_end",
+    "stop_fraction": "stop_fraction",
+    "prune_rate": "prune_rate",
+    "rewind_epoch": "rewind_epoch",
+    "rounds": "rounds",
+}
+
+
+def _sparsity(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(
+            f"sparsity must lie in [0, 1) (0.99 keeps 1% of weights), got {text}"
+        )
+    return value
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    from ndsnn_triton.sparse import DISTRIBUTIONS, METHODS
+    from ndsnn_triton.train import DATASETS
+
+    p = sub.add_parser(
+        "train",
+        help="train a sparse spiking network with one sparse-training method",
+        description="Train a spiking network with NDSNN, LTH, SET, RigL, static or dense training; "
+        "writes log.jsonl, log.csv, eval.jsonl, checkpoint.pt and metrics.json to --out.",
+    )
+    p.add_argument("--model", choices=sorted(MODELS), default="small")
+    p.add_argument("--method", choices=sorted(METHODS), default="ndsnn")
+    p.add_argument("--dataset", choices=DATASETS, default="digits")
+    p.add_argument(
+        "--data-root", default=None, help="folder of the data set's files (not needed for digits)"
+    )
+    p.add_argument(
+        "--sparsity",
+        type=_sparsity,
+        default=0.9,
+        help="final fraction of pruned weights (default 0.9)",
+    )
+    p.add_argument(
+        "--epochs", type=_positive_int, default=10, help="epochs per run (LTH: of round 0)"
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--nesterov", action="store_true")
+    p.add_argument(
+        "--T", type=_positive_int, default=4, help="timesteps (default 4; LTH-SNN uses 5)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cutout", type=int, default=0, help="Cutout square side in pixels (0 = off)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its checkpoint"
+    )
+    g = p.add_argument_group("method parameters (defaults: each method's own)")
+    g.add_argument("--distribution", choices=DISTRIBUTIONS, default=None)
+    g.add_argument(
+        "--dense-first",
+        action="store_true",
+        default=None,
+        help="keep the first maskable layer dense",
+    )
+    g.add_argument(
+        "--dense-last", action="store_true", default=None, help="keep the last maskable layer dense"
+    )
+    g.add_argument("--d-init", type=float, default=None, help="ndsnn: initial density")
+    g.add_argument(
+        "--t0-fraction", type=float, default=None, help="ndsnn: start of the density decrease"
+    )
+    g.add_argument(
+        "--t-end-fraction", type=float, default=None, help="ndsnn: end of the density decrease"
+    )
+    g.add_argument(
+        "--delta-t", type=int, default=None, help="ndsnn/set/rigl: iterations between mask updates"
+    )
+    g.add_argument("--zeta", type=float, default=None, help="ndsnn/set/rigl: initial drop fraction")
+    g.add_argument("--zeta-end", type=float, default=None, help="ndsnn: final drop fraction")
+    g.add_argument(
+        "--stop-fraction",
+        type=float,
+        default=None,
+        help="set/rigl: fraction of the run with updates",
+    )
+    g.add_argument("--prune-rate", type=float, default=None, help="lth: fraction pruned per round")
+    g.add_argument("--rewind-epoch", type=int, default=None, help="lth: epoch rewound to")
+    g.add_argument("--rounds", type=int, default=None, help="lth: number of pruning rounds")
+    r = p.add_argument_group("run")
+    r.add_argument("--log-every", type=_positive_int, default=1)
+    r.add_argument("--eval-every", type=_positive_int, default=1)
+    r.add_argument(
+        "--checkpoint-every", type=int, default=0, help="iterations between mid-epoch checkpoints"
+    )
+    r.add_argument(
+        "--max-steps",
+        type=_positive_int,
+        default=None,
+        help="stop after this many iterations (resumable)",
+    )
+    r.add_argument("--device", type=_device, default="auto")
+    r.add_argument("--backend", choices=BACKENDS, default=None)
+    r.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bf16 autocast (default: on CUDA only)",
+    )
+    r.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import inspect
+
+    from ndsnn_triton.sparse import METHODS, build_method
+    from ndsnn_triton.train import TrainConfig, Trainer, load_dataset
+
+    method_cls = METHODS[args.method]
+    accepted = set(inspect.signature(method_cls.__init__).parameters)
+    kwargs = {}
+    for option, arg in _METHOD_OPTIONS.items():
+        value = getattr(args, option)
+        if value is None:
+            continue
+        if arg not in accepted:
+            raise SystemExit(
+                f"ndsnn train: --{option.replace('_', '-')} does not apply to method {args.method}"
+            )
+        kwargs[arg] = value
+    if args.method == "dense":
+        if args.sparsity not in (0.0, 0.9):
+            raise SystemExit("ndsnn train: method dense trains every weight; drop --sparsity")
+    else:
+        if args.sparsity == 0.0:
+            raise SystemExit(f"ndsnn train: method {args.method} needs --sparsity above 0")
+        kwargs["density"] = 1.0 - args.sparsity
+    kwargs.setdefault("seed", args.seed)
+    try:
+        method = build_method(args.method, **kwargs)
+        data = load_dataset(args.dataset, args.data_root)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"ndsnn train: {err}") from None
+    torch.manual_seed(args.seed)
+    model_kwargs = {"num_classes": data.num_classes, "T": args.T, "in_channels": data.in_channels}
+    if args.model != "resnet19":
+        model_kwargs["image_size"] = data.image_size
+    try:
+        model = build_model(args.model, **model_kwargs)
+        config = TrainConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            momentum=args.momentum,
+            weight_decay=args.weight_decay,
+            nesterov=args.nesterov,
+            amp=args.amp,
+            seed=args.seed,
+            cutout=args.cutout,
+            log_every=args.log_every,
+            eval_every=args.eval_every,
+            checkpoint_every=args.checkpoint_every,
+            max_steps=args.max_steps,
+            progress=not args.no_progress,
+        )
+    except ValueError as err:
+        raise SystemExit(f"ndsnn train: {err}") from None
+    run_info = {"model": args.model, "T": args.T}
+    with use_backend(args.backend or get_backend()):
+        trainer = Trainer(model, method, data, config, args.out, args.device, run_info)
+        metrics = trainer.fit(resume=args.resume)
+    if metrics.get("completed") is False:
+        print(f"stopped after {metrics['stopped_at_step']} iterations; continue with --resume")
+        return 0
+    print(
+        f"{args.method} on {data.name} ({args.model}, T={args.T}): test accuracy {metrics['test_acc']:.4f}, "
+        f"density {metrics['density']:.4f}, {metrics['steps']} iterations in {metrics['wall_time_s']:.1f} s -> {args.out}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ndsnn", description="Sparse spiking neural network training toolkit."
@@ -142,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ndsnn_triton {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_step_parser(sub)
+    _add_train_parser(sub)
     return parser
 
 

@@ -8,13 +8,18 @@ from torch import nn
 
 from ndsnn_triton.models.common import LTH_SNN_LIF
 from ndsnn_triton.models.resnet import SpikingBasicBlock, SpikingResNet, resnet19
+from ndsnn_triton.models.small import SmallSpikingCNN, small_snn
 from ndsnn_triton.models.vgg import CFG_D, SpikingVGG, vgg16
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"vgg16": vgg16, "resnet19": resnet19}
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "vgg16": vgg16,
+    "resnet19": resnet19,
+    "small": small_snn,
+}
 
 
 def build_model(name: str, **kwargs) -> nn.Module:
-    """Build a model by name (``"vgg16"`` or ``"resnet19"``) with its keyword arguments."""
+    """Build a model by name (``"vgg16"``, ``"resnet19"``, ``"small"``) with its keyword arguments."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
     return MODELS[name](**kwargs)
@@ -24,10 +29,12 @@ __all__ = [
     "CFG_D",
     "LTH_SNN_LIF",
     "MODELS",
+    "SmallSpikingCNN",
     "SpikingBasicBlock",
     "SpikingResNet",
     "SpikingVGG",
     "build_model",
     "resnet19",
+    "small_snn",
     "vgg16",
 ]

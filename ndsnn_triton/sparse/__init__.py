@@ -1,5 +1,54 @@
-"""Sparse-training frontend: finding masks (the kernels in ``kernels/`` only run them)."""
+"""Sparse-training frontend: layer-wise densities, masks, schedules and methods.
 
-from ndsnn_triton.sparse.masks import check_density, random_masks
+Finding masks lives here; the layers and kernels only run the masks they are given.
+"""
 
-__all__ = ["check_density", "random_masks"]
+from ndsnn_triton.sparse.distribution import (
+    DISTRIBUTIONS,
+    erk_densities,
+    layer_densities,
+    uniform_densities,
+)
+from ndsnn_triton.sparse.masks import (
+    MaskComparison,
+    boundary_layers,
+    compare_masks,
+    densities_of,
+    get_masks,
+    global_magnitude_masks,
+    load_masks,
+    magnitude_masks,
+    model_density,
+    random_masks,
+    save_masks,
+    set_masks,
+)
+from ndsnn_triton.sparse.methods import METHODS, build_method
+from ndsnn_triton.sparse.schedules import Schedule, Segment, cosine_decay, cubic_sparsity
+from ndsnn_triton.sparse.validation import check_density
+
+__all__ = [
+    "DISTRIBUTIONS",
+    "METHODS",
+    "MaskComparison",
+    "Schedule",
+    "Segment",
+    "boundary_layers",
+    "build_method",
+    "check_density",
+    "compare_masks",
+    "cosine_decay",
+    "cubic_sparsity",
+    "densities_of",
+    "erk_densities",
+    "get_masks",
+    "global_magnitude_masks",
+    "layer_densities",
+    "load_masks",
+    "magnitude_masks",
+    "model_density",
+    "random_masks",
+    "save_masks",
+    "set_masks",
+    "uniform_densities",
+]

@@ -1,26 +1,22 @@
-"""Mask construction for models built from :class:`ndsnn_triton.nn.MaskedLayer` layers."""
+"""Finding, applying, saving and comparing masks of models built from masked layers.
+
+The frontend half of torchao's contract: masks are bool tensors, one per maskable layer, keyed by
+the layer's module name; the layers (and kernels) only run what they are given.
+"""
 
 from __future__ import annotations
 
-import math
+import os
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from ndsnn_triton.nn.layers import masked_layers
-
-
-def check_density(density: float, what: str = "density") -> float:
-    """Return ``density`` as a float if it lies in (0, 1], else raise ``ValueError``."""
-    if (
-        isinstance(density, bool)
-        or not isinstance(density, int | float)
-        or not math.isfinite(density)
-    ):
-        raise ValueError(f"{what} must be a number in (0, 1], got {density!r}")
-    if not 0.0 < density <= 1.0:
-        raise ValueError(f"{what} must lie in (0, 1] (1 = dense), got {density}")
-    return float(density)
+from ndsnn_triton.nn.layers import MaskedLayer, masked_layers
+from ndsnn_triton.sparse.distribution import check_distribution, layer_densities
+from ndsnn_triton.sparse.validation import check_density
 
 
 def layer_generator(seed: int, step: int, layer: int) -> torch.Generator:
@@ -30,20 +26,213 @@ def layer_generator(seed: int, step: int, layer: int) -> torch.Generator:
     return g
 
 
-@torch.no_grad()
-def random_masks(model: nn.Module, density: float, seed: int = 0) -> dict[str, float]:
-    """Give every masked layer a uniformly random mask keeping ``round(density·n)`` of its n weights.
+def layer_shapes(model: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+    """``(name, weight shape)`` of every maskable layer, in model order."""
+    return [(name, tuple(layer.weight.shape)) for name, layer in masked_layers(model)]
 
-    Returns the realised density per layer name.
+
+def boundary_layers(
+    model: nn.Module, dense_first: bool = False, dense_last: bool = False
+) -> set[str]:
+    """Names of the first and/or last maskable layer, to keep dense."""
+    names = [name for name, _ in masked_layers(model)]
+    chosen = set()
+    if names and dense_first:
+        chosen.add(names[0])
+    if names and dense_last:
+        chosen.add(names[-1])
+    return chosen
+
+
+def topk_mask(scores: Tensor, k: int) -> Tensor:
+    """Bool mask (scores' shape) of the ``k`` largest scores; ties broken by position, deterministically."""
+    flat = scores.flatten()
+    mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+    if k > 0:
+        order = torch.argsort(flat, descending=True, stable=True)
+        mask[order[:k]] = True
+    return mask.view_as(scores)
+
+
+def get_masks(model: nn.Module) -> dict[str, Tensor]:
+    """A copy of every maskable layer's mask."""
+    return {name: layer.mask.detach().clone() for name, layer in masked_layers(model)}
+
+
+def set_masks(model: nn.Module, masks: Mapping[str, Tensor]) -> None:
+    """Give each named layer its mask (zeroing newly pruned weights); every layer must be named."""
+    layers = dict(masked_layers(model))
+    missing, extra = set(layers) - set(masks), set(masks) - set(layers)
+    if missing or extra:
+        raise ValueError(
+            f"masks do not match the model's maskable layers: missing {sorted(missing)}, unknown {sorted(extra)}"
+        )
+    for name, layer in layers.items():
+        layer.set_mask(masks[name].to(layer.mask.device))
+
+
+def model_density(model: nn.Module) -> float:
+    """Kept fraction of all maskable weights."""
+    layers = [layer for _, layer in masked_layers(model)]
+    total = sum(layer.mask.numel() for layer in layers)
+    return sum(int(layer.mask.sum()) for layer in layers) / total
+
+
+def densities_of(model: nn.Module) -> dict[str, float]:
+    """Per-layer kept fraction."""
+    return {name: layer.density for name, layer in masked_layers(model)}
+
+
+@torch.no_grad()
+def random_masks(
+    model: nn.Module,
+    density: float,
+    distribution: str = "uniform",
+    dense: Collection[str] = (),
+    seed: int = 0,
+) -> dict[str, float]:
+    """Uniformly random masks with ``round(p_l · n_l)`` kept weights per layer.
+
+    ``distribution`` is ``uniform`` or ``erk`` (``global`` keeps the largest initial weights instead,
+    as :func:`global_magnitude_masks`). Returns the realised per-layer densities.
     """
     density = check_density(density)
+    if check_distribution(distribution) == "global":
+        return global_magnitude_masks(model, density, dense)
+    targets = layer_densities(layer_shapes(model), density, distribution, dense)
     realised = {}
     for index, (name, layer) in enumerate(masked_layers(model)):
         n = layer.weight.numel()
-        keep = max(1, round(density * n))
-        order = torch.randperm(n, generator=layer_generator(seed, 0, index))
-        mask = torch.zeros(n, dtype=torch.bool)
-        mask[order[:keep]] = True
-        layer.set_mask(mask.view_as(layer.mask).to(layer.mask.device))
-        realised[name] = keep / n
+        k = round(targets[name] * n)
+        scores = torch.rand(n, generator=layer_generator(seed, 0, index)).view_as(layer.mask)
+        layer.set_mask(topk_mask(scores, k).to(layer.mask.device))
+        realised[name] = k / n
     return realised
+
+
+@torch.no_grad()
+def magnitude_masks(model: nn.Module, densities: Mapping[str, float]) -> None:
+    """Per layer, keep the ``round(p_l · n_l)`` largest-magnitude kept weights (a prune: never grows)."""
+    for name, layer in masked_layers(model):
+        k = min(round(densities[name] * layer.weight.numel()), int(layer.mask.sum()))
+        scores = layer.weight.abs().masked_fill(~layer.mask, -1.0)
+        layer.set_mask(topk_mask(scores, k))
+
+
+@torch.no_grad()
+def global_magnitude_masks(
+    model: nn.Module, density: float, dense: Collection[str] = ()
+) -> dict[str, float]:
+    """One magnitude threshold across the non-dense layers keeping ``density`` of their weights.
+
+    Weights already pruned stay pruned (so this never grows). Layers in ``dense`` get full masks.
+    Returns the realised per-layer densities.
+    """
+    density = check_density(density)
+    layers = dict(masked_layers(model))
+    names = [n for n in layers if n not in dense]
+    # Pruned positions score -1 so that they lose every tie against kept weights (|w| >= 0).
+    scores = torch.cat(
+        [
+            layers[n]
+            .weight.detach()
+            .abs()
+            .masked_fill(~layers[n].mask, -1.0)
+            .flatten()
+            .float()
+            .cpu()
+            for n in names
+        ]
+    )
+    active = sum(int(layers[n].mask.sum()) for n in names)
+    keep = topk_mask(scores, min(round(density * scores.numel()), active))
+    realised, offset = {}, 0
+    for n in names:
+        size = layers[n].mask.numel()
+        chunk = keep[offset : offset + size]
+        layers[n].set_mask(chunk.view_as(layers[n].mask).to(layers[n].mask.device))
+        realised[n] = int(chunk.sum()) / size
+        offset += size
+    for n in dense:
+        layers[n].set_mask(torch.ones_like(layers[n].mask))
+        realised[n] = 1.0
+    return {n: realised[n] for n in layers}
+
+
+def save_masks(model: nn.Module, path: str | os.PathLike) -> None:
+    """Write every layer's mask to ``path`` (a torch file), atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(
+        {"format": "ndsnn-masks-v1", "masks": {k: v.cpu() for k, v in get_masks(model).items()}},
+        tmp,
+    )
+    os.replace(tmp, path)
+
+
+def load_masks(path: str | os.PathLike) -> dict[str, Tensor]:
+    """Read masks written by :func:`save_masks`; a foreign or corrupt file raises ``ValueError``."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise ValueError(f"{path}: not a readable mask file ({type(err).__name__}: {err})") from err
+    if not isinstance(data, dict) or data.get("format") != "ndsnn-masks-v1":
+        raise ValueError(f"{path}: not an ndsnn mask file (missing format tag 'ndsnn-masks-v1')")
+    masks = data["masks"]
+    if not all(isinstance(m, Tensor) and m.dtype == torch.bool for m in masks.values()):
+        raise ValueError(f"{path}: mask file holds non-bool tensors")
+    return masks
+
+
+@dataclass(frozen=True)
+class MaskComparison:
+    """Two masks of one layer: their densities and how much they share."""
+
+    density_a: float
+    density_b: float
+    intersection: int  # positions kept in both
+    jaccard: float  # |a ∧ b| / |a ∨ b| (1 when both are empty)
+
+
+def compare_masks(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> dict[str, MaskComparison]:
+    """Per-layer comparison of two mask sets with the same layer names and shapes."""
+    if set(a) != set(b):
+        raise ValueError(f"mask sets name different layers: {sorted(set(a) ^ set(b))}")
+    out = {}
+    for name in a:
+        ma, mb = a[name].bool().cpu(), b[name].bool().cpu()
+        if ma.shape != mb.shape:
+            raise ValueError(
+                f"layer {name}: mask shapes differ {tuple(ma.shape)} vs {tuple(mb.shape)}"
+            )
+        inter = int((ma & mb).sum())
+        union = int((ma | mb).sum())
+        out[name] = MaskComparison(
+            density_a=float(ma.float().mean()),
+            density_b=float(mb.float().mean()),
+            intersection=inter,
+            jaccard=inter / union if union else 1.0,
+        )
+    return out
+
+
+__all__ = [
+    "MaskComparison",
+    "MaskedLayer",
+    "boundary_layers",
+    "compare_masks",
+    "densities_of",
+    "get_masks",
+    "global_magnitude_masks",
+    "layer_generator",
+    "layer_shapes",
+    "load_masks",
+    "magnitude_masks",
+    "model_density",
+    "random_masks",
+    "save_masks",
+    "set_masks",
+    "topk_mask",
+]

@@ -1,0 +1,471 @@
+"""Training loop for sparse spiking networks: BPTT over T, SGD + cosine LR, method hooks, logs.
+
+Per iteration: forward over T (dense weight gradients only where the method asks), loss
+``mean_t CE``, backward, the method's gradient hook, SGD, LR step, the method's mask hook (masks
+re-applied to weights and optimizer state, updates on update steps), ``reset_net``.
+
+Files written to the output folder:
+
+* ``log.jsonl``: one object per logged iteration: ``step`` (0-based global iteration), ``epoch``,
+  ``phase``, ``loss`` and ``acc`` (means since the previous record), ``lr``, ``density``,
+  per-layer ``densities`` (of the masks that iteration ran with) and ``spike_rates`` (mean input
+  non-zero fraction since the previous record), ``dense_grad``. Iterations where the masks change
+  are always logged, so the per-iteration densities can be rebuilt exactly from the log.
+* ``log.csv``: the scalar columns of the same records.
+* ``eval.jsonl``: test loss and accuracy after each evaluated epoch.
+* ``checkpoint.pt``: the latest checkpoint (atomic); ``metrics.json`` at the end;
+  ``config.json`` and ``schedule.json`` (the method's planned schedule) at the start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ndsnn_triton._version import __version__
+from ndsnn_triton.nn import (
+    dense_weight_grads,
+    masked_layers,
+    predict,
+    reset_net,
+    temporal_cross_entropy,
+)
+from ndsnn_triton.profiler.monitor import SpikeRateMonitor
+from ndsnn_triton.sparse.methods import SparseMethod
+from ndsnn_triton.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ndsnn_triton.train.data import BatchLoader, DataSet
+from ndsnn_triton.train.progress import Progress
+
+CSV_FIELDS = ["step", "epoch", "phase", "loss", "acc", "lr", "density", "dense_grad"]
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping settings (LTH-SNN defaults where they exist)."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    amp: bool | None = None  # None: bf16 autocast on CUDA, off on CPU
+    seed: int = 0
+    cutout: int = 0  # Cutout square side in pixels (0 = off)
+    log_every: int = 1  # iterations between log records (update steps always logged)
+    eval_every: int = 1  # epochs between test evaluations (the last epoch of a phase always)
+    checkpoint_every: int = 0  # iterations between mid-epoch checkpoints (0: at epoch ends only)
+    max_steps: int | None = None  # stop (with a checkpoint) after this many iterations in total
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "log_every", "eval_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig.lr must be positive, got {self.lr}")
+        if self.checkpoint_every < 0 or (self.max_steps is not None and self.max_steps < 1):
+            raise ValueError("TrainConfig.checkpoint_every must be >= 0 and max_steps >= 1")
+
+
+@dataclass
+class Position:
+    """Where a run stands: the next iteration to execute."""
+
+    phase: int = 0
+    epoch: int = 0  # within the phase, 0-based
+    batch: int = 0  # within the epoch
+    step: int = 0  # global iteration index
+    phase_started: bool = False  # the optimizer in the checkpoint belongs to this phase
+
+
+@dataclass
+class _Interval:
+    """Loss/accuracy accumulated since the last log record (device tensors: no sync per step)."""
+
+    loss: torch.Tensor | None = None
+    correct: torch.Tensor | None = None
+    seen: int = 0
+    steps: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, loss: torch.Tensor, correct: torch.Tensor, n: int) -> None:
+        self.loss = loss.detach() if self.loss is None else self.loss + loss.detach()
+        self.correct = correct if self.correct is None else self.correct + correct
+        self.seen += n
+        self.steps += 1
+
+
+class Trainer:
+    """Trains ``model`` with ``method`` on ``data``; writes logs and checkpoints to ``out_dir``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        method: SparseMethod,
+        data: DataSet,
+        config: TrainConfig,
+        out_dir: str | Path,
+        device: torch.device | str = "cpu",
+        run_info: dict[str, Any] | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.method = method
+        self.data = data
+        self.cfg = config
+        self.out = Path(out_dir)
+        self.run_info = run_info or {}
+        self.amp = (self.device.type == "cuda") if config.amp is None else bool(config.amp)
+        self.train_loader = BatchLoader(
+            data, "train", config.batch_size, True, config.seed, config.cutout
+        )
+        self.test_loader = BatchLoader(data, "test", config.batch_size, False, config.seed)
+        self.layer_names = [name for name, _ in masked_layers(model)]
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self.eval_history: list[dict[str, Any]] = []
+        self.elapsed = 0.0
+
+    # ------------------------------------------------------------------ setup
+
+    def _fresh_optimizer(self, phase_steps: int) -> None:
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(),
+            lr=self.cfg.lr,
+            momentum=self.cfg.momentum,
+            weight_decay=self.cfg.weight_decay,
+            nesterov=self.cfg.nesterov,
+        )
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=max(phase_steps, 1)
+        )
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+    def _save(self, pos: Position) -> None:
+        save_checkpoint(
+            self.checkpoint_path,
+            {
+                "model": self.model.state_dict(),
+                "method": self.method.state_dict(),
+                "optimizer": self.optimizer.state_dict()
+                if pos.phase_started and self.optimizer
+                else None,
+                "scheduler": self.scheduler.state_dict()
+                if pos.phase_started and self.scheduler
+                else None,
+                "rng": rng_state(),
+                "position": asdict(pos),
+                "train_config": asdict(self.cfg) | {"max_steps": None},
+                "eval_history": self.eval_history,
+                "elapsed": self.elapsed,
+                "run_info": self.run_info,
+            },
+        )
+
+    def _restore(self, phases_steps: list[int]) -> Position:
+        ckpt = load_checkpoint(self.checkpoint_path)
+        saved_cfg = {
+            k: v for k, v in ckpt["train_config"].items() if k not in ("max_steps", "progress")
+        }
+        now_cfg = {k: v for k, v in asdict(self.cfg).items() if k not in ("max_steps", "progress")}
+        if saved_cfg != now_cfg:
+            diff = sorted(k for k in now_cfg if saved_cfg.get(k) != now_cfg[k])
+            raise ValueError(
+                f"cannot resume {self.checkpoint_path}: training settings differ ({diff})"
+            )
+        self.model.load_state_dict(ckpt["model"])
+        self.method.load_state_dict(ckpt["method"])
+        pos = Position(**ckpt["position"])
+        if pos.phase < len(phases_steps):
+            self._fresh_optimizer(phases_steps[pos.phase])
+            if pos.phase_started:
+                self.optimizer.load_state_dict(ckpt["optimizer"])
+                self.scheduler.load_state_dict(ckpt["scheduler"])
+        set_rng_state(ckpt["rng"])
+        self.eval_history = ckpt["eval_history"]
+        self.elapsed = ckpt["elapsed"]
+        self._truncate_logs(pos.step)
+        return pos
+
+    def _truncate_logs(self, step: int) -> None:
+        """Drop records of iterations at or after ``step`` (written after the checkpoint)."""
+        log = self.out / "log.jsonl"
+        if log.exists():
+            keep = [
+                line
+                for line in log.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] < step
+            ]
+            log.write_text("".join(line + "\n" for line in keep))
+            with open(self.out / "log.csv", "w", newline="") as f:
+                writer = csv.DictWriter(f, CSV_FIELDS)
+                writer.writeheader()
+                for line in keep:
+                    record = json.loads(line)
+                    writer.writerow({k: record[k] for k in CSV_FIELDS})
+        eval_log = self.out / "eval.jsonl"
+        if eval_log.exists():
+            keep = [
+                line
+                for line in eval_log.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= step
+            ]
+            eval_log.write_text("".join(line + "\n" for line in keep))
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        """Train (or continue a run from ``out_dir/checkpoint.pt``); returns the final metrics."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        steps_per_epoch = len(self.train_loader)
+        torch.manual_seed(self.cfg.seed)
+        self.method.setup(self.model, steps_per_epoch, self.cfg.epochs)
+        phases = self.method.phases(self.cfg.epochs)
+        phase_steps = [p.epochs * steps_per_epoch for p in phases]
+        total = sum(phase_steps)
+        if resume:
+            pos = self._restore(phase_steps)
+        else:
+            if self.checkpoint_path.exists():
+                raise FileExistsError(
+                    f"{self.checkpoint_path} exists: pass resume=True (--resume) or use a new folder"
+                )
+            for name in ("log.jsonl", "log.csv", "eval.jsonl", "metrics.json"):
+                (self.out / name).unlink(missing_ok=True)
+            pos = Position()
+            self._write_json("config.json", self._config_record(phases, steps_per_epoch))
+            self._write_json("schedule.json", self.method.schedule().to_dict())
+        if not (self.out / "log.csv").exists():
+            with open(self.out / "log.csv", "w", newline="") as f:
+                csv.DictWriter(f, CSV_FIELDS).writeheader()
+
+        progress = Progress(total, pos.step, enabled=self.cfg.progress)
+        densities = self._densities()
+        interval = _Interval()
+        stopped_early = False
+        start_clock = time.perf_counter()
+        # Log the first iteration, and every iteration whose masks differ from the previous one's.
+        force_log = True
+        with SpikeRateMonitor(self.model) as monitor:
+            for p in range(pos.phase, len(phases)):
+                if not pos.phase_started:
+                    self._fresh_optimizer(phase_steps[p])
+                    pos.phase_started = True
+                for e in range(pos.epoch, phases[p].epochs):
+                    data_epoch = sum(ph.epochs for ph in phases[:p]) + e
+                    for x, y in self.train_loader.epoch(data_epoch, pos.batch):
+                        step = pos.step
+                        lr = self.optimizer.param_groups[0]["lr"]
+                        loss, correct = self._train_step(step, x, y)
+                        interval.add(loss, correct, y.shape[0])
+                        update = self.method.is_update_step(step)
+                        if (
+                            force_log
+                            or update
+                            or step % self.cfg.log_every == 0
+                            or step == total - 1
+                        ):
+                            self._log(
+                                step,
+                                data_epoch,
+                                phases[p].name,
+                                interval,
+                                lr,
+                                densities,
+                                monitor,
+                                update,
+                            )
+                            interval = _Interval()
+                        force_log = update
+                        if update:
+                            densities = self._densities()
+                        pos.step += 1
+                        pos.batch += 1
+                        progress.update(
+                            pos.step, f"{phases[p].name} epoch {e + 1}/{phases[p].epochs}"
+                        )
+                        if self.cfg.checkpoint_every and pos.step % self.cfg.checkpoint_every == 0:
+                            self._save_timed(pos, start_clock)
+                            start_clock = time.perf_counter()
+                        if self.cfg.max_steps is not None and pos.step >= self.cfg.max_steps:
+                            stopped_early = True
+                            break
+                    if stopped_early:
+                        break
+                    pos.batch = 0
+                    pos.epoch = e + 1
+                    self.method.on_epoch_end(p, e + 1)
+                    last_of_phase = e + 1 == phases[p].epochs
+                    if last_of_phase or (e + 1) % self.cfg.eval_every == 0:
+                        self._evaluate(pos.step, data_epoch, phases[p].name)
+                    if last_of_phase:
+                        self.method.on_phase_end(p)
+                        densities = self._densities()
+                        force_log = True
+                        pos = Position(p + 1, 0, 0, pos.step, False)
+                    self._save_timed(pos, start_clock)
+                    start_clock = time.perf_counter()
+                if stopped_early:
+                    break
+        progress.close()
+        if stopped_early:
+            self._save_timed(pos, start_clock)
+            return {"stopped_at_step": pos.step, "completed": False}
+        metrics = self._final_metrics(total)
+        self._write_json("metrics.json", metrics)
+        return metrics
+
+    def _save_timed(self, pos: Position, since: float) -> None:
+        self.elapsed += time.perf_counter() - since
+        self._save(pos)
+
+    def _train_step(
+        self, step: int, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self.model.train()
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        dense_ctx = (
+            dense_weight_grads(self.model)
+            if self.method.needs_dense_grad(step)
+            else contextlib.nullcontext()
+        )
+        with dense_ctx, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            out = self.model(x)
+            loss = temporal_cross_entropy(out, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.method.before_optimizer_step(step)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.method.after_optimizer_step(step, self.optimizer)
+        reset_net(self.model)
+        correct = (predict(out.detach()) == y).sum()
+        return loss.detach() * y.shape[0], correct
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float]:
+        """Test loss and accuracy of the current model."""
+        self.model.eval()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for x, y in self.test_loader.epoch(0):
+            x, y = x.to(self.device), y.to(self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                out = self.model(x)
+            reset_net(self.model)
+            loss_sum += float(temporal_cross_entropy(out.float(), y)) * y.shape[0]
+            correct += int((predict(out) == y).sum())
+            seen += y.shape[0]
+        self.model.train()
+        return loss_sum / seen, correct / seen
+
+    def _evaluate(self, step: int, epoch: int, phase: str) -> None:
+        loss, acc = self.evaluate()
+        record = {
+            "step": step,
+            "epoch": epoch + 1,
+            "phase": phase,
+            "test_loss": loss,
+            "test_acc": acc,
+            "density": self._overall(),
+        }
+        self.eval_history.append(record)
+        with open(self.out / "eval.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    # ------------------------------------------------------------------ logging
+
+    def _densities(self) -> dict[str, float]:
+        layers = masked_layers(self.model)
+        counts = torch.stack([m.mask.sum() for _, m in layers]).tolist()
+        return {name: c / m.mask.numel() for (name, m), c in zip(layers, counts, strict=True)}
+
+    def _overall(self) -> float:
+        layers = masked_layers(self.model)
+        return sum(m.density * m.mask.numel() for _, m in layers) / sum(
+            m.mask.numel() for _, m in layers
+        )
+
+    def _log(
+        self,
+        step: int,
+        epoch: int,
+        phase: str,
+        interval: _Interval,
+        lr: float,
+        densities: dict[str, float],
+        monitor: SpikeRateMonitor,
+        dense_grad: bool,
+    ) -> None:
+        sizes = {name: m.mask.numel() for name, m in masked_layers(self.model)}
+        record = {
+            "step": step,
+            "epoch": epoch,
+            "phase": phase,
+            "loss": float(interval.loss) / interval.seen,
+            "acc": float(interval.correct) / interval.seen,
+            "lr": lr,
+            "density": sum(densities[n] * sizes[n] for n in sizes) / sum(sizes.values()),
+            "densities": densities,
+            "spike_rates": monitor.rates(),
+            "dense_grad": dense_grad,
+        }
+        monitor.reset()
+        with open(self.out / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        with open(self.out / "log.csv", "a", newline="") as f:
+            csv.DictWriter(f, CSV_FIELDS).writerow({k: record[k] for k in CSV_FIELDS})
+
+    def _config_record(self, phases: list, steps_per_epoch: int) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "train": asdict(self.cfg),
+            "method": self.method.config(),
+            "phases": [{"name": p.name, "epochs": p.epochs} for p in phases],
+            "steps_per_epoch": steps_per_epoch,
+            "dataset": {
+                "name": self.data.name,
+                "train": len(self.data.train),
+                "test": len(self.data.test),
+                "classes": self.data.num_classes,
+            },
+            "device": str(self.device),
+            "amp_bf16": self.amp,
+            "layers": {name: list(m.weight.shape) for name, m in masked_layers(self.model)},
+            **self.run_info,
+        }
+
+    def _final_metrics(self, total_steps: int) -> dict[str, Any]:
+        final = self.eval_history[-1] if self.eval_history else {}
+        return {
+            "test_acc": final.get("test_acc"),
+            "test_loss": final.get("test_loss"),
+            "best_test_acc": max((r["test_acc"] for r in self.eval_history), default=None),
+            "wall_time_s": self.elapsed,
+            "steps": total_steps,
+            "density": self._overall(),
+            "densities": self._densities(),
+            "method": self.method.config(),
+            "dataset": self.data.name,
+            "device": str(self.device),
+            "version": __version__,
+            **self.run_info,
+        }
+
+    def _write_json(self, name: str, obj: Any) -> None:
+        path = self.out / name
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(obj, indent=2))
+        tmp.replace(path)
