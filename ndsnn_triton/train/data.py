@@ -210,7 +210,7 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> DataSet:
     images = torch.from_numpy(np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)
     labels = torch.from_numpy(bunch.target.astype(np.int64))
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    n_test = int(round(test_fraction * len(labels)))
+    n_test = round(test_fraction * len(labels))
     test_idx, train_idx = order[:n_test], order[n_test:]
     train = ImageSplit(images[train_idx], labels[train_idx])
     mean, std = _stats(train.images)
