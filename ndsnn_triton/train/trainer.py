@@ -9,7 +9,8 @@ Files written to the output folder:
 * ``log.jsonl``: one object per logged iteration: ``step`` (0-based global iteration), ``epoch``,
   ``phase``, ``loss`` and ``acc`` (means since the previous record), ``lr``, ``density``,
   per-layer ``densities`` (of the masks that iteration ran with) and ``spike_rates`` (mean input
-  non-zero fraction since the previous record), ``dense_grad``. Iterations where the masks change
+  non-zero fraction since the previous record), ``dense_grad`` (the backward computed dense weight
+  gradients), ``mask_update`` (the masks changed after it). Iterations where the masks change
   are always logged, so the per-iteration densities can be rebuilt exactly from the log.
 * ``log.csv``: the scalar columns of the same records.
 * ``eval.jsonl``: test loss and accuracy after each evaluated epoch.
@@ -407,7 +408,7 @@ class Trainer:
         lr: float,
         densities: dict[str, float],
         monitor: SpikeRateMonitor,
-        dense_grad: bool,
+        mask_update: bool,
     ) -> None:
         sizes = {name: m.mask.numel() for name, m in masked_layers(self.model)}
         record = {
@@ -420,7 +421,8 @@ class Trainer:
             "density": sum(densities[n] * sizes[n] for n in sizes) / sum(sizes.values()),
             "densities": densities,
             "spike_rates": monitor.rates(),
-            "dense_grad": dense_grad,
+            "dense_grad": self.method.needs_dense_grad(step),
+            "mask_update": mask_update,
         }
         monitor.reset()
         with open(self.out / "log.jsonl", "a") as f:
