@@ -59,6 +59,31 @@ def use_backend(name: str) -> Iterator[None]:
         _current = previous
 
 
+_aten_reference: bool = False
+
+
+def aten_reference_enabled() -> bool:
+    """Whether the nn layers run as plain aten ops (see :func:`aten_reference`)."""
+    return _aten_reference
+
+
+@contextlib.contextmanager
+def aten_reference() -> Iterator[None]:
+    """Within the block, ``SpikeConv2d``/``SpikeLinear``/``LIF`` run as plain PyTorch ops.
+
+    Convolutions and matmuls on ``weight ⊙ mask`` and the LIF equations under autograd, with no
+    ``ndsnn::`` op: what a dense SNN library would execute. Used to count FLOPs with
+    ``FlopCounterMode``'s own aten formulas and to cross-check the ops.
+    """
+    global _aten_reference
+    previous = _aten_reference
+    _aten_reference = True
+    try:
+        yield
+    finally:
+        _aten_reference = previous
+
+
 def spike_check_enabled() -> bool:
     """Whether ops with ``spike_input=True`` verify that their input is binary."""
     return _check_spikes

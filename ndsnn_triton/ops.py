@@ -117,23 +117,25 @@ def _masked_conv2d_weight_grad(
     dilation: list[int],
     groups: int,
     dense: bool,
+    spike_input: bool,
 ) -> Tensor:
     impl = resolve("ndsnn::masked_conv2d_weight_grad", masked_conv2d_weight_grad_ref, x.device.type)
     return impl(grad_out, x, mask, stride, padding, dilation, groups, dense)
 
 
 @_masked_conv2d_weight_grad.register_fake
-def _(grad_out, x, mask, stride, padding, dilation, groups, dense):
+def _(grad_out, x, mask, stride, padding, dilation, groups, dense, spike_input):
     return x.new_empty(mask.shape)
 
 
 def _conv_setup_context(ctx, inputs, output):
-    x, weight, mask, bias, stride, padding, dilation, groups, _spike_input, dense_weight_grad = (
+    x, weight, mask, bias, stride, padding, dilation, groups, spike_input, dense_weight_grad = (
         inputs
     )
     ctx.save_for_backward(x, weight, mask)
     ctx.conv_args = (list(stride), list(padding), list(dilation), groups)
     ctx.dense_weight_grad = dense_weight_grad
+    ctx.spike_input = spike_input
     ctx.has_bias = bias is not None
 
 
@@ -147,7 +149,15 @@ def _conv_backward(ctx, grad_out):
         )
     if ctx.needs_input_grad[1]:
         grad_w = torch.ops.ndsnn.masked_conv2d_weight_grad(
-            grad_out, x, mask, stride, padding, dilation, groups, ctx.dense_weight_grad
+            grad_out,
+            x,
+            mask,
+            stride,
+            padding,
+            dilation,
+            groups,
+            ctx.dense_weight_grad,
+            ctx.spike_input,
         )
     if ctx.has_bias and ctx.needs_input_grad[3]:
         grad_b = grad_out.sum(dim=(0, 2, 3))
@@ -194,20 +204,23 @@ def _(grad_out, weight, mask):
 
 
 @torch.library.custom_op("ndsnn::masked_linear_weight_grad", mutates_args=())
-def _masked_linear_weight_grad(grad_out: Tensor, x: Tensor, mask: Tensor, dense: bool) -> Tensor:
+def _masked_linear_weight_grad(
+    grad_out: Tensor, x: Tensor, mask: Tensor, dense: bool, spike_input: bool
+) -> Tensor:
     impl = resolve("ndsnn::masked_linear_weight_grad", masked_linear_weight_grad_ref, x.device.type)
     return impl(grad_out, x, mask, dense)
 
 
 @_masked_linear_weight_grad.register_fake
-def _(grad_out, x, mask, dense):
+def _(grad_out, x, mask, dense, spike_input):
     return x.new_empty(mask.shape)
 
 
 def _linear_setup_context(ctx, inputs, output):
-    x, weight, mask, bias, _spike_input, dense_weight_grad = inputs
+    x, weight, mask, bias, spike_input, dense_weight_grad = inputs
     ctx.save_for_backward(x, weight, mask)
     ctx.dense_weight_grad = dense_weight_grad
+    ctx.spike_input = spike_input
     ctx.has_bias = bias is not None
 
 
@@ -217,7 +230,9 @@ def _linear_backward(ctx, grad_out):
     if ctx.needs_input_grad[0]:
         grad_x = torch.ops.ndsnn.masked_linear_input_grad(grad_out, weight, mask)
     if ctx.needs_input_grad[1]:
-        grad_w = torch.ops.ndsnn.masked_linear_weight_grad(grad_out, x, mask, ctx.dense_weight_grad)
+        grad_w = torch.ops.ndsnn.masked_linear_weight_grad(
+            grad_out, x, mask, ctx.dense_weight_grad, ctx.spike_input
+        )
     if ctx.has_bias and ctx.needs_input_grad[3]:
         grad_b = grad_out.sum(dim=0)
     return grad_x, grad_w, None, grad_b, None, None
@@ -549,3 +564,81 @@ def lif_multistep(
         float(alpha),
     )
     return spikes, v_last
+
+
+# ----------------------------------------------------------------------------- FLOP formulas
+#
+# FlopCounterMode counts an ``ndsnn::`` op with these (2 FLOPs per MAC). They count the work a
+# mask- and spike-skipping kernel does on the actual tensors of the call: every kept weight meets
+# every output position, scaled by the non-zero fraction of a spike input (analog inputs count in
+# full). At full density and all-one spikes they equal the dense aten convolution/matmul counts.
+# The LIF ops are elementwise and count 0, as FlopCounterMode counts aten elementwise ops.
+
+
+def _nonzero_fraction(x: Tensor, spike_input: bool) -> float:
+    if not spike_input or x.numel() == 0:
+        return 1.0
+    return int(torch.count_nonzero(x)) / x.numel()
+
+
+def _register_flop_formulas() -> None:
+    from torch.utils.flop_counter import flop_registry, register_flop_formula
+
+    def register(op, formula) -> None:
+        if op not in flop_registry:
+            register_flop_formula(op, get_raw=True)(formula)
+
+    def conv_fwd(
+        x,
+        weight,
+        mask,
+        bias,
+        stride,
+        padding,
+        dilation,
+        groups,
+        spike_input,
+        dense_weight_grad,
+        out_val=None,
+    ):
+        n, _, h, w = out_val.shape
+        return round(2 * n * h * w * int(mask.sum()) * _nonzero_fraction(x, spike_input))
+
+    def conv_input_grad(
+        grad_out, weight, mask, input_size, stride, padding, dilation, groups, out_val=None
+    ):
+        n, _, h, w = grad_out.shape
+        return 2 * n * h * w * int(mask.sum())
+
+    def conv_weight_grad(
+        grad_out, x, mask, stride, padding, dilation, groups, dense, spike_input, out_val=None
+    ):
+        n, _, h, w = grad_out.shape
+        kept = mask.numel() if dense else int(mask.sum())
+        return round(2 * n * h * w * kept * _nonzero_fraction(x, spike_input))
+
+    def linear_fwd(x, weight, mask, bias, spike_input, dense_weight_grad, out_val=None):
+        return round(2 * x.shape[0] * int(mask.sum()) * _nonzero_fraction(x, spike_input))
+
+    def linear_input_grad(grad_out, weight, mask, out_val=None):
+        return 2 * grad_out.shape[0] * int(mask.sum())
+
+    def linear_weight_grad(grad_out, x, mask, dense, spike_input, out_val=None):
+        kept = mask.numel() if dense else int(mask.sum())
+        return round(2 * x.shape[0] * kept * _nonzero_fraction(x, spike_input))
+
+    def elementwise(*args, out_val=None, **kwargs):
+        return 0
+
+    ops = torch.ops.ndsnn
+    register(ops.masked_conv2d, conv_fwd)
+    register(ops.masked_conv2d_input_grad, conv_input_grad)
+    register(ops.masked_conv2d_weight_grad, conv_weight_grad)
+    register(ops.masked_linear, linear_fwd)
+    register(ops.masked_linear_input_grad, linear_input_grad)
+    register(ops.masked_linear_weight_grad, linear_weight_grad)
+    register(ops.lif_multistep, elementwise)
+    register(ops.lif_multistep_backward, elementwise)
+
+
+_register_flop_formulas()

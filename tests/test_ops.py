@@ -179,7 +179,7 @@ def test_opcheck_conv_backward_ops():
     for dense in (False, True):
         _opcheck(
             torch.ops.ndsnn.masked_conv2d_weight_grad.default,
-            (g, x, mask, [2, 2], [1, 1], [1, 1], 1, dense),
+            (g, x, mask, [2, 2], [1, 1], [1, 1], 1, dense, True),
         )
 
 
@@ -193,7 +193,7 @@ def test_opcheck_linear_ops():
     _opcheck(torch.ops.ndsnn.masked_linear.default, (x, w, mask, None, True, False))
     g = torch.randn(6, 4)
     _opcheck(torch.ops.ndsnn.masked_linear_input_grad.default, (g, w.detach(), mask))
-    _opcheck(torch.ops.ndsnn.masked_linear_weight_grad.default, (g, x.detach(), mask, True))
+    _opcheck(torch.ops.ndsnn.masked_linear_weight_grad.default, (g, x.detach(), mask, True, True))
 
 
 @pytest.mark.parametrize("v_reset", [0.0, None])

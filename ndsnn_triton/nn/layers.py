@@ -13,15 +13,17 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ndsnn_triton.backend import aten_reference_enabled
 from ndsnn_triton.ops import masked_conv2d, masked_linear
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
     """The dtype the op runs in: autocast's where autocast is on, else x's."""
     device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
+    if device_type in ("cpu", "cuda", "xpu", "mps") and torch.is_autocast_enabled(device_type):
         return torch.get_autocast_dtype(device_type)
     return x.dtype
 
@@ -60,8 +62,10 @@ class MaskedLayer:
 
     @torch.no_grad()
     def apply_mask(self) -> None:
-        """Set the pruned weights to exactly zero."""
-        self.weight.masked_fill_(~self.mask, 0)
+        """Set the pruned weights to exactly zero (a no-op, leaving the weight untouched, when
+        nothing is pruned)."""
+        if not bool(self.mask.all()):
+            self.weight.masked_fill_(~self.mask, 0)
 
     @property
     def mask_version(self) -> int:
@@ -140,6 +144,18 @@ class SpikeConv2d(MaskedLayer, nn.Conv2d):
             raise ValueError(f"SpikeConv2d: input must be [T, B, C, H, W] (5-D), got {shape}")
         dtype = _compute_dtype(x)
         bias = None if self.bias is None else self.bias.to(dtype)
+        if aten_reference_enabled():
+            w = (self.weight * self.mask).to(dtype)
+            y = F.conv2d(
+                x.flatten(0, 1).to(dtype),
+                w,
+                bias,
+                self.stride,
+                self._padding_ints,
+                self.dilation,
+                self.groups,
+            )
+            return y.unflatten(0, x.shape[:2])
         y = masked_conv2d(
             x.flatten(0, 1).to(dtype),
             self.weight.to(dtype),
@@ -186,6 +202,8 @@ class SpikeLinear(MaskedLayer, nn.Linear):
             )
         dtype = _compute_dtype(x)
         bias = None if self.bias is None else self.bias.to(dtype)
+        if aten_reference_enabled():
+            return F.linear(x.to(dtype), (self.weight * self.mask).to(dtype), bias)
         y = masked_linear(
             x.reshape(-1, x.shape[-1]).to(dtype),
             self.weight.to(dtype),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ndsnn_triton.backend import aten_reference_enabled
+from ndsnn_triton.kernels.lif import lif_multistep_autograd_ref
 from ndsnn_triton.nn.surrogate import Sigmoid, Surrogate
 from ndsnn_triton.ops import check_lif_params, lif_multistep
 
@@ -53,6 +55,14 @@ class LIF(nn.Module):
     def _v_rest(self) -> float:
         return 0.0 if self.v_reset is None else self.v_reset
 
+    def __getstate__(self) -> dict:
+        # A membrane potential left from a forward is part of an autograd graph, which deepcopy and
+        # pickle cannot copy: keep its value, detached.
+        state = self.__dict__.copy()
+        if isinstance(state.get("v"), Tensor):
+            state["v"] = state["v"].detach()
+        return state
+
     def reset(self) -> None:
         """Forget the membrane potential: ``v = v_reset`` (hard reset) or 0 (soft reset)."""
         self.v = self._v_rest
@@ -71,7 +81,8 @@ class LIF(nn.Module):
             v_init = self.v.to(x_seq.dtype)
         else:
             v_init = torch.full(step_shape, self.v, dtype=x_seq.dtype, device=x_seq.device)
-        spikes, self.v = lif_multistep(
+        run = lif_multistep_autograd_ref if aten_reference_enabled() else lif_multistep
+        spikes, self.v = run(
             x_seq,
             v_init,
             self.tau,

@@ -91,28 +91,48 @@ def layer_densities(
     raise ValueError("the 'global' distribution depends on the weights: use global_magnitude_split")
 
 
+class GlobalSplitter:
+    """Per-layer densities that one global magnitude threshold gives, for any overall density.
+
+    Built once from ``scores`` (layer name -> magnitudes, 0 where pruned): one global sort and one
+    sort per layer, after which each query costs a few searches.
+    """
+
+    def __init__(self, scores: Mapping[str, torch.Tensor], dense: Collection[str] = ()) -> None:
+        self.names = list(scores)
+        self.dense = set(dense)
+        sparse = [n for n in self.names if n not in self.dense]
+        self._per_layer = {
+            n: torch.sort(scores[n].detach().flatten().float().cpu()).values for n in sparse
+        }
+        self._all_desc = torch.sort(
+            torch.cat(list(self._per_layer.values())), descending=True
+        ).values
+
+    def __call__(self, densities: Sequence[float]) -> list[dict[str, float]]:
+        out = []
+        for d in densities:
+            k = round(check_density(d) * self._all_desc.numel())
+            threshold = self._all_desc[k - 1] if k > 0 else torch.tensor(float("inf"))
+            split = {}
+            for n in self.names:
+                if n in self.dense:
+                    split[n] = 1.0
+                    continue
+                s = self._per_layer[n]
+                split[n] = (
+                    s.numel() - int(torch.searchsorted(s, threshold, right=False))
+                ) / s.numel()
+            out.append(split)
+        return out
+
+
 def global_magnitude_split(
     scores: Mapping[str, torch.Tensor], densities: Sequence[float], dense: Collection[str] = ()
 ) -> list[dict[str, float]]:
     """Per-layer densities that one global threshold on ``scores`` gives, for each overall density.
 
-    ``scores`` maps layer name to a tensor of magnitudes (0 where pruned). One sort serves all
-    densities. Layers in ``dense`` are at 1 and outside the budget.
+    ``scores`` maps layer name to a tensor of magnitudes (0 where pruned). Layers in ``dense`` are
+    at 1 and outside the budget.
     """
-    names = [n for n in scores if n not in dense]
-    flat = torch.cat([scores[n].detach().flatten().float().cpu() for n in names])
-    sorted_desc = torch.sort(flat, descending=True).values
-    per_layer_sorted = {
-        n: torch.sort(scores[n].detach().flatten().float().cpu()).values for n in names
-    }
-    out = []
-    for d in densities:
-        k = round(check_density(d) * flat.numel())
-        threshold = sorted_desc[k - 1] if k > 0 else float("inf")
-        split = {n: 1.0 for n in dense}
-        for n in names:
-            s = per_layer_sorted[n]
-            kept = s.numel() - int(torch.searchsorted(s, threshold, right=False))
-            split[n] = kept / s.numel()
-        out.append({n: split[n] for n in scores})
-    return out
+    return GlobalSplitter(scores, dense)(densities)

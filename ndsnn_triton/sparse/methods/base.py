@@ -17,6 +17,7 @@ training with its own optimizer and LR schedule (LTH's rounds); other methods ha
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -25,11 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ndsnn_triton.nn.layers import MaskedLayer, masked_layers
-from ndsnn_triton.sparse.distribution import (
-    check_distribution,
-    global_magnitude_split,
-    layer_densities,
-)
+from ndsnn_triton.sparse.distribution import GlobalSplitter, check_distribution, layer_densities
 from ndsnn_triton.sparse.masks import (
     boundary_layers,
     global_magnitude_masks,
@@ -40,6 +37,8 @@ from ndsnn_triton.sparse.masks import (
 )
 from ndsnn_triton.sparse.schedules import Schedule
 from ndsnn_triton.sparse.validation import check_density, check_positive_int
+
+_SPLITTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -201,11 +200,26 @@ class SparseMethod:
         return layer_densities(layer_shapes(self.model), density, self.distribution, self.dense)
 
     def global_split(self, densities: Iterable[float]) -> list[dict[str, float]]:
-        scores = {
-            name: layer.weight.detach().abs().masked_fill(~layer.mask, 0.0)
-            for name, layer in self.layers()
-        }
-        return global_magnitude_split(scores, list(densities), self.dense)
+        """Per-layer densities of global magnitude pruning of the current weights to each density.
+
+        The sorted magnitudes are cached per model until a weight or mask changes, so the cost
+        model can ask many methods about one freshly initialised model cheaply.
+        """
+        layers = self.layers()
+        # A full mask is keyed as such, whatever its version: methods that start dense share one splitter.
+        key = (
+            tuple(sorted(self.dense)),
+            *(
+                (id(m.weight), m.weight._version, "full" if bool(m.mask.all()) else m.mask._version)
+                for _, m in layers
+            ),
+        )
+        cached = _SPLITTERS.get(self.model)
+        if cached is None or cached[0] != key:
+            scores = {name: m.weight.detach().abs().masked_fill(~m.mask, 0.0) for name, m in layers}
+            cached = (key, GlobalSplitter(scores, self.dense))
+            _SPLITTERS[self.model] = cached
+        return cached[1](list(densities))
 
     def current_densities(self) -> list[float]:
         return [layer.density for _, layer in self.layers()]
