@@ -312,7 +312,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
     except ValueError as err:
         raise SystemExit(f"ndsnn train: {err}") from None
-    run_info = {"model": args.model, "T": args.T}
+    run_info = {"model": args.model, "T": args.T, "model_kwargs": model_kwargs}
     with use_backend(args.backend or get_backend()):
         trainer = Trainer(model, method, data, config, args.out, args.device, run_info)
         metrics = trainer.fit(resume=args.resume)
@@ -326,14 +326,149 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _epochs(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"epochs must be a positive integer, got {text}")
+    return value
+
+
+def _add_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="analytic training-cost comparison of all methods and the NDSNN/LTH claim check",
+        description="Integrate each method's schedule into training FLOPs for VGG-16 and ResNet-19, check the "
+        "paper's NDSNN/LTH claim under every LTH protocol, convention and layer-wise distribution, and write "
+        "report.md, report.json, CSV files and plots to --out.",
+    )
+    p.add_argument("--out", default="report", help="output folder (default ./report)")
+    p.add_argument(
+        "--models", nargs="+", choices=["vgg16", "resnet19"], default=["vgg16", "resnet19"]
+    )
+    p.add_argument("--sparsities", nargs="+", type=_sparsity, default=[0.9, 0.95, 0.98, 0.99])
+    p.add_argument(
+        "--epochs", type=_epochs, default=300, help="E: epochs of a training run (default 300)"
+    )
+    p.add_argument("--rewind-epoch", type=int, default=20)
+    p.add_argument("--prune-rate", type=float, default=0.25, help="LTH: fraction pruned per round")
+    p.add_argument("--batch", type=_positive_int, default=128)
+    p.add_argument(
+        "--dataset-size",
+        type=_positive_int,
+        default=50_000,
+        help="training images (CIFAR-10: 50000)",
+    )
+    p.add_argument("--T", type=_positive_int, default=5)
+    p.add_argument("--classes", type=_positive_int, default=10)
+    p.add_argument(
+        "--spike-rate",
+        type=float,
+        default=0.1,
+        help="assumed input spike rate of spike layers (snn)",
+    )
+    p.add_argument(
+        "--spike-rates-from",
+        default=None,
+        metavar="RUN_DIR",
+        help="use the mean measured rates of a training run of the same model",
+    )
+    p.add_argument("--d-init", type=float, default=1.0, help="NDSNN initial density")
+    p.add_argument("--t0-fraction", type=float, default=0.0)
+    p.add_argument("--t-end-fraction", type=float, default=1.0)
+    p.add_argument("--delta-t", type=_positive_int, default=1000, help="NDSNN update interval")
+    p.add_argument(
+        "--energy", action="store_true", help="add the energy estimate (4.6 pJ/MAC, 0.9 pJ/AC)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ndsnn_triton.profiler.claim import Assumptions
+    from ndsnn_triton.profiler.report import build_report, claim_table, verdict_lines
+    from ndsnn_triton.profiler.run_profile import RunFolderError, mean_spike_rates
+
+    rate: float | dict[str, float] = args.spike_rate
+    if args.spike_rates_from:
+        if len(args.models) != 1:
+            raise SystemExit(
+                "ndsnn report: --spike-rates-from needs exactly one --models entry (the run's model)"
+            )
+        try:
+            rate = mean_spike_rates(args.spike_rates_from)
+        except RunFolderError as err:
+            raise SystemExit(f"ndsnn report: {err}") from None
+    try:
+        assumptions = Assumptions(
+            epochs=args.epochs,
+            rewind_epoch=args.rewind_epoch,
+            prune_rate=args.prune_rate,
+            batch=args.batch,
+            dataset_size=args.dataset_size,
+            T=args.T,
+            num_classes=args.classes,
+            spike_rate=rate,
+            d_init=args.d_init,
+            t0_fraction=args.t0_fraction,
+            t_end_fraction=args.t_end_fraction,
+            delta_t=args.delta_t,
+            seed=args.seed,
+        )
+        report = build_report(
+            args.out, args.models, args.sparsities, assumptions, args.energy, args.spike_rates_from
+        )
+    except ValueError as err:
+        raise SystemExit(f"ndsnn report: {err}") from None
+    from ndsnn_triton.profiler.claim import ClaimRow
+
+    rows = [
+        ClaimRow(**{k: v for k, v in r.items() if k != "within_tolerance"})
+        for r in report["claim_check"]
+    ]
+    print("assumptions: " + ", ".join(f"{k}={v}" for k, v in report["assumptions"].items()))
+    print()
+    print("\n".join(claim_table(rows, sorted(args.sparsities))))
+    print()
+    print("\n".join(verdict_lines(report["verdict"], args.models)))
+    print(
+        f"\nwrote {args.out}/report.md, report.json, CSV files and {len(report['figures'])} plots in {report['seconds']:.1f} s"
+    )
+    return 0
+
+
+def _add_profile_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "profile", help="cost of a training run as logged, next to the analytic prediction"
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by `ndsnn train`")
+    p.add_argument(
+        "--spike-rate", type=float, default=0.1, help="assumed spike rate of the prediction"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_profile)
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from ndsnn_triton.profiler.run_profile import RunFolderError, format_profile, profile_run
+
+    try:
+        result = profile_run(args.run_dir, args.spike_rate)
+    except (RunFolderError, ValueError) as err:
+        raise SystemExit(f"ndsnn profile: {err}") from None
+    print(json.dumps(result, indent=2) if args.json else format_profile(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ndsnn", description="Sparse spiking neural network training toolkit."
     )
     parser.add_argument("--version", action="version", version=f"ndsnn_triton {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_step_parser(sub)
+    _add_report_parser(sub)
     _add_train_parser(sub)
+    _add_profile_parser(sub)
+    _add_step_parser(sub)
     return parser
 
 

@@ -15,6 +15,7 @@ cost integration is :mod:`ndsnn_triton.profiler.cost`.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -112,12 +113,31 @@ class Assumptions:
 
 @dataclass
 class ModelSetup:
-    """A model instance, its layer table, and a cache of method schedules on it."""
+    """A model instance, its layer table, and a cache of method schedules on it.
+
+    ``model`` keeps its initial weights and full masks: methods that start dense (LTH, NDSNN with
+    d_init = 1) run their setup on it, and the global-magnitude split they need is computed once.
+    Methods that draw random masks (which zero weights) run on ``scratch``, a copy reset to the
+    initial weights before each use.
+    """
 
     name: str
     model: torch.nn.Module
     table: LayerTable
     schedules: dict[tuple, Schedule] = field(default_factory=dict)
+    scratch: torch.nn.Module | None = None
+
+    def model_for(self, method: str, kwargs: dict[str, Any]) -> torch.nn.Module:
+        starts_dense = method in ("dense", "lth") or (
+            method == "ndsnn" and kwargs.get("d_init", 1.0) >= 1.0
+        )
+        if starts_dense:
+            return self.model
+        if self.scratch is None:
+            self.scratch = copy.deepcopy(self.model)
+        else:
+            self.scratch.load_state_dict(self.model.state_dict())
+        return self.scratch
 
 
 def setup_model(name: str, a: Assumptions) -> ModelSetup:
@@ -166,7 +186,7 @@ def schedule_of(
     key = (method, tuple(sorted(kw.items())))
     if key not in setup.schedules:
         m = build_method(method, **kw)
-        m.setup(setup.model, a.steps_per_epoch, a.epochs)
+        m.setup(setup.model_for(method, kw), a.steps_per_epoch, a.epochs)
         setup.schedules[key] = m.schedule()
     return setup.schedules[key]
 

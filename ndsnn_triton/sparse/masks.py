@@ -104,8 +104,10 @@ def random_masks(
     for index, (name, layer) in enumerate(masked_layers(model)):
         n = layer.weight.numel()
         k = round(targets[name] * n)
-        scores = torch.rand(n, generator=layer_generator(seed, 0, index)).view_as(layer.mask)
-        layer.set_mask(topk_mask(scores, k).to(layer.mask.device))
+        keep = torch.randperm(n, generator=layer_generator(seed, 0, index))[:k]
+        mask = torch.zeros(n, dtype=torch.bool)
+        mask[keep] = True
+        layer.set_mask(mask.view_as(layer.mask).to(layer.mask.device))
         realised[name] = k / n
     return realised
 

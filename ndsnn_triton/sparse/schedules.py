@@ -100,6 +100,23 @@ class Schedule:
     def final_density(self) -> float:
         return self.overall_density(self.segments[-1].densities) if self.segments else 1.0
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Schedule:
+        """Inverse of :meth:`to_dict` (e.g. a run folder's ``schedule.json``)."""
+        try:
+            sched = cls(
+                data["method"],
+                list(data["layer_names"]),
+                list(data["layer_sizes"]),
+                exact=bool(data["exact"]),
+            )
+            sched.phases = [tuple(p) for p in data.get("phases", [])]
+            for seg in data["segments"]:
+                sched.append(int(seg["steps"]), seg["densities"], bool(seg["dense_grad"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"not a schedule: {type(err).__name__}: {err}") from err
+        return sched
+
     def to_dict(self) -> dict:
         return {
             "method": self.method,

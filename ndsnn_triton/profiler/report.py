@@ -1,0 +1,346 @@
+"""``ndsnn report``: the analytic training-cost comparison, the claim check, tables and plots.
+
+Writes to the output folder: ``report.md``, ``report.json`` (assumptions, every claim-check row,
+the verdict, per-method costs), ``claim_check.csv``, ``method_costs.csv``, and the plots with the
+data behind each (``*.png`` + ``*.json``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ndsnn_triton._version import __version__
+from ndsnn_triton.profiler import plots
+from ndsnn_triton.profiler.claim import (
+    PAPER_RATIO,
+    PROTOCOLS,
+    TOLERANCE_POINTS,
+    Assumptions,
+    ClaimRow,
+    claim_check,
+    claim_verdict,
+    dense_unit,
+    method_costs,
+    schedule_of,
+    setup_model,
+)
+from ndsnn_triton.profiler.cost import CONVENTIONS, RunCost, density_vector, rate_vector, step_terms
+from ndsnn_triton.sparse.validation import check_density
+
+METHODS = ("dense", "static", "set", "rigl", "ndsnn", "lth")
+
+
+def _fmt_pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def claim_table(rows: Sequence[ClaimRow], sparsities: Sequence[float]) -> list[str]:
+    """Markdown pivot: one line per protocol × convention × distribution, NDSNN/LTH in % per
+    model and sparsity; ``*`` marks values within ±3 points of the paper's number."""
+    models = list(dict.fromkeys(r.model for r in rows))
+    by = {(r.model, r.protocol, r.convention, r.distribution, r.sparsity): r for r in rows}
+    head = ["protocol", "conv.", "distribution"] + [
+        f"{plots._title(m)} {100 * s:g}%" for m in models for s in sparsities
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    settings = list(dict.fromkeys((r.protocol, r.convention, r.distribution) for r in rows))
+    for p, c, d in settings:
+        cells = []
+        for m in models:
+            for s in sparsities:
+                r = by[(m, p, c, d, s)]
+                cells.append(_fmt_pct(r.ratio) + ("*" if r.within_tolerance else ""))
+        lines.append("| " + " | ".join([p, c, d, *cells]) + " |")
+    paper = ", ".join(
+        f"{plots._title(m)} {_fmt_pct(PAPER_RATIO[m])}%" for m in models if m in PAPER_RATIO
+    )
+    lines.append("")
+    lines.append(
+        f"Values: NDSNN training FLOPs as % of LTH's. Paper: {paper}. `*`: within ±{TOLERANCE_POINTS:g} points of the paper's number for that model."
+    )
+    return lines
+
+
+def verdict_lines(verdict: dict[str, Any], models: Sequence[str]) -> list[str]:
+    lines = []
+    for m in models:
+        near = verdict["near_paper"].get(m, [])
+        target = PAPER_RATIO.get(m)
+        if target is None:
+            continue
+        if near:
+            settings = "; ".join(
+                f"{n['protocol']}/{n['convention']}/{n['distribution']}/{100 * n['sparsity']:g}% ({_fmt_pct(n['ratio'])}%)"
+                for n in near
+            )
+            lines.append(
+                f"- {plots._title(m)} ({_fmt_pct(target)}%): {len(near)} settings within ±{TOLERANCE_POINTS:g} points: {settings}."
+            )
+        else:
+            lines.append(
+                f"- {plots._title(m)} ({_fmt_pct(target)}%): no setting comes within ±{TOLERANCE_POINTS:g} points."
+            )
+    both = verdict["settings_matching_all_models"]
+    if len(models) > 1:
+        if both:
+            s = "; ".join(
+                f"{b['protocol']}/{b['convention']}/{b['distribution']}/{100 * b['sparsity']:g}%"
+                for b in both
+            )
+            lines.append(
+                f"- One setting reproduces both numbers within ±{TOLERANCE_POINTS:g} points: {s}."
+            )
+        else:
+            lines.append(
+                f"- **No single setting (protocol, convention, distribution, sparsity) reproduces both numbers within ±{TOLERANCE_POINTS:g} points.**"
+            )
+        lines.append(
+            f"- The paper has VGG-16's ratio below ResNet-19's; {verdict['vgg_below_resnet_settings']} of the settings here agree on that ordering."
+        )
+    return lines
+
+
+def _run_row(
+    model: str,
+    method: str,
+    sparsity: float,
+    convention: str,
+    run: RunCost,
+    unit: float,
+    energy: bool,
+) -> dict[str, Any]:
+    row = {
+        "model": model,
+        "method": method,
+        "sparsity": 0.0 if method == "dense" else sparsity,
+        "convention": convention,
+        "iterations": run.steps,
+        "dense_grad_iterations": run.dense_grad_steps,
+        "flops": run.total,
+        "x_dense": run.total / unit,
+        "forward": float(run.forward.sum()),
+        "input_grad": float(run.input_grad.sum()),
+        "weight_grad": float(run.weight_grad.sum()),
+        "elementwise_ops": run.elementwise,
+    }
+    if energy:
+        row["energy_j"] = run.energy_j
+    return row
+
+
+def build_report(
+    out: str | Path,
+    models: Sequence[str] = ("vgg16", "resnet19"),
+    sparsities: Sequence[float] = (0.9, 0.95, 0.98, 0.99),
+    assumptions: Assumptions | None = None,
+    energy: bool = False,
+    rates_source: str | None = None,
+) -> dict[str, Any]:
+    """Run the whole analytic comparison and write the report folder; returns ``report.json``'s content."""
+    start = time.perf_counter()
+    a = assumptions or Assumptions()
+    if not models:
+        raise ValueError("report: no models given")
+    for s in sparsities:
+        check_density(1.0 - s, f"1 - sparsity ({s})")
+    sparsities = sorted(sparsities)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    setups = [setup_model(m, a) for m in models]
+
+    rows = claim_check(setups, a, sparsities)
+    verdict = claim_verdict(rows)
+
+    target = max(sparsities)
+    method_rows, runs_at_target, schedules_at_target, units = [], {}, {}, {}
+    for setup in setups:
+        for convention in CONVENTIONS:
+            unit = dense_unit(setup, a, convention)
+            for s in sparsities:
+                costs = method_costs(setup, a, 1.0 - s, convention)
+                for method, run in costs.items():
+                    if method == "dense" and s != sparsities[0]:
+                        continue
+                    method_rows.append(
+                        _run_row(setup.name, method, s, convention, run, unit, energy)
+                    )
+                if convention == "snn" and s == target:
+                    runs_at_target[setup.name] = costs
+                    units[setup.name] = unit
+        schedules_at_target[setup.name] = {
+            m: schedule_of(setup, m, a, 1.0 if m == "dense" else 1.0 - target, None)
+            for m in METHODS
+        }
+
+    figures = _plots(
+        out, setups, a, rows, runs_at_target, schedules_at_target, units, target, sparsities
+    )
+    report = {
+        "version": __version__,
+        "assumptions": a.describe() | ({"spike_rates_from": rates_source} if rates_source else {}),
+        "paper": {"ratios": PAPER_RATIO, "tolerance_points": TOLERANCE_POINTS},
+        "protocols": list(PROTOCOLS),
+        "conventions": list(CONVENTIONS),
+        "claim_check": [asdict(r) | {"within_tolerance": r.within_tolerance} for r in rows],
+        "verdict": verdict,
+        "method_costs": method_rows,
+        "layers": {s.name: [asdict(layer) for layer in s.table.layers] for s in setups},
+        "figures": [p.name for p in figures],
+        "seconds": time.perf_counter() - start,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    _write_csv(out / "claim_check.csv", report["claim_check"])
+    _write_csv(out / "method_costs.csv", method_rows)
+    (out / "report.md").write_text(
+        "\n".join(_markdown(report, rows, verdict, sparsities, models, figures, energy)) + "\n"
+    )
+    return report
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _plots(
+    out: Path,
+    setups,
+    a: Assumptions,
+    rows,
+    runs_at_target,
+    schedules_at_target,
+    units,
+    target: float,
+    sparsities,
+) -> list[Path]:
+    figures = []
+    figures.append(
+        plots.cumulative_cost(
+            runs_at_target, units, a.steps_per_epoch, target, "snn", out / "cumulative_cost.png"
+        )
+    )
+    (out / "cumulative_cost.json").write_text(
+        json.dumps(
+            {
+                m: {
+                    k: {
+                        "iteration": r.segment_ends.tolist(),
+                        "cumulative_flops": r.cumulative.tolist(),
+                    }
+                    for k, r in runs.items()
+                }
+                for m, runs in runs_at_target.items()
+            }
+        )
+    )
+    figures.append(
+        plots.density_curves(schedules_at_target, a.steps_per_epoch, target, out / "density.png")
+    )
+    (out / "density.json").write_text(
+        json.dumps(
+            {m: {k: s.to_dict() for k, s in sch.items()} for m, sch in schedules_at_target.items()}
+        )
+    )
+    for setup in setups:
+        final = schedules_at_target[setup.name]["ndsnn"].segments[-1].densities
+        names = schedules_at_target[setup.name]["ndsnn"].layer_names
+        d = density_vector(setup.table, dict(zip(names, final, strict=True)))
+        r = rate_vector(setup.table, a.spike_rate)
+        f, i, w = step_terms(setup.table, d, r, a.batch, "snn", False)
+        fd, id_, wd = step_terms(setup.table, np.ones_like(d), r, a.batch, "snn", False)
+        sparse = {"forward": f, "input_grad": i, "weight_grad": w}
+        dense = {"forward": fd, "input_grad": id_, "weight_grad": wd}
+        title = f"per-layer FLOPs of one step, NDSNN at {target:.0%} sparsity vs dense (snn, r={_rate_label(a)})"
+        figures.append(
+            plots.layer_breakdown(
+                setup.table, sparse, dense, setup.name, title, out / f"layers_{setup.name}.png"
+            )
+        )
+        (out / f"layers_{setup.name}.json").write_text(
+            json.dumps(
+                {
+                    "layers": setup.table.names,
+                    "sparse": {k: v.tolist() for k, v in sparse.items()},
+                    "dense": {k: v.tolist() for k, v in dense.items()},
+                }
+            )
+        )
+    ratios: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for r in rows:
+        if r.convention == "snn" and r.distribution == "global":
+            ratios.setdefault(r.model, {}).setdefault(r.protocol, []).append((r.sparsity, r.ratio))
+    figures.append(
+        plots.ratio_vs_sparsity(ratios, PAPER_RATIO, "snn", "global", out / "ratio_vs_sparsity.png")
+    )
+    (out / "ratio_vs_sparsity.json").write_text(json.dumps(ratios))
+    return figures
+
+
+def _rate_label(a: Assumptions) -> str:
+    return "measured per layer" if isinstance(a.spike_rate, dict) else f"{a.spike_rate:g}"
+
+
+def _markdown(report, rows, verdict, sparsities, models, figures, energy) -> list[str]:
+    a = report["assumptions"]
+    lines = [
+        "# ndsnn report: training cost of sparse spiking networks",
+        "",
+        f"ndsnn_triton {report['version']}. Analytic FLOPs (2 per MAC) of whole training runs, integrated over each method's own schedule.",
+        "",
+        "## Assumptions",
+        "",
+        "| parameter | value |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in a.items()],
+        "",
+        "Conventions: `snn` counts forward and weight-gradient work × input spike rate and no input gradient for the first layer; "
+        "`rigl` counts every term as in Evci et al. (3 × forward per step, dense weight gradients on growth steps). "
+        "LTH protocols: `full-imp` (all IMP rounds), `dense-plus-retrain` (one dense run + one retrain at the target), "
+        "`amortized` (one IMP run to the highest target shared by the sparsity levels).",
+        "",
+        "## Claim check: NDSNN / LTH training cost",
+        "",
+        *claim_table(rows, sparsities),
+        "",
+        *verdict_lines(verdict, models),
+        "",
+        "## Cost of each method (× one dense run of E epochs)",
+        "",
+    ]
+    head = ["model", "method", "sparsity", "snn ×dense", "rigl ×dense"] + (
+        ["energy (J, snn)"] if energy else []
+    )
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    by = {
+        (r["model"], r["method"], r["sparsity"], r["convention"]): r for r in report["method_costs"]
+    }
+    for (m, method, s, conv), r in by.items():
+        if conv != "snn":
+            continue
+        rigl = by[(m, method, s, "rigl")]
+        cells = [
+            plots._title(m),
+            method,
+            f"{100 * s:g}%",
+            f"{r['x_dense']:.3f}",
+            f"{rigl['x_dense']:.3f}",
+        ]
+        if energy:
+            cells.append(f"{r['energy_j']:.3g}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures]
+    lines += [
+        "",
+        f"Elementwise work (BN, LIF, pooling) is reported per run in `method_costs.csv` (`elementwise_ops`), apart from the FLOPs. Generated in {report['seconds']:.1f} s.",
+    ]
+    return lines
