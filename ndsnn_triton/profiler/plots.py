@@ -8,12 +8,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from ndsnn_triton.profiler.cost import RunCost  # noqa: E402
-from ndsnn_triton.profiler.layers import LayerTable  # noqa: E402
-from ndsnn_triton.sparse.schedules import Schedule  # noqa: E402
+from ndsnn_triton.profiler.cost import RunCost
+from ndsnn_triton.profiler.layers import LayerTable
+from ndsnn_triton.sparse.schedules import Schedule
 
 MODEL_TITLES = {"vgg16": "VGG-16", "resnet19": "ResNet-19"}
 METHOD_STYLE = {

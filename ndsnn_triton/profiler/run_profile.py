@@ -49,7 +49,9 @@ def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
             continue
         try:
             record = json.loads(line)
-            record["step"], record["densities"], record["spike_rates"]  # noqa: B018
+            missing = [k for k in ("step", "densities", "spike_rates") if k not in record]
+            if missing:
+                raise KeyError(", ".join(missing))
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise RunFolderError(
                 f"{path}:{n}: not a log record ({type(err).__name__}: {err})"
