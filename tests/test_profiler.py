@@ -365,3 +365,67 @@ def test_recorded_report_is_current_and_readme_quotes_it(tmp_path):
     md = (root / "docs" / "report" / "report.md").read_text()
     table = md[md.index("| protocol | conv.") : md.index("## Cost of each method")].strip()
     assert table in (root / "README.md").read_text()
+
+
+# RigL (Evci et al. 2020), ResNet-50 on ImageNet, 1x training: (distribution, sparsity) ->
+# (training FLOPs, inference FLOPs) as multiples of dense, from google-research/rigl's README.
+RIGL_PUBLISHED = {
+    ("uniform", 0.8): (0.23, 0.23),
+    ("uniform", 0.9): (0.13, 0.13),
+    ("erk", 0.8): (0.42, 0.42),
+    ("erk", 0.9): (0.24, 0.24),
+}
+
+
+@pytest.mark.parametrize(("distribution", "sparsity"), list(RIGL_PUBLISHED))
+def test_rigl_convention_reproduces_published_resnet50_multipliers(distribution, sparsity):
+    """The ``rigl`` convention on a plain (T = 1, analog) ResNet-50 gives RigL's published FLOP
+    multipliers to their printed precision (±0.01). Uniform keeps the first layer dense, ERK covers
+    every layer, as in RigL. Residual differences of a few thousandths come from RigL's MicroNet
+    counting, which also counts activations, bias and residual adds (a separate line here)."""
+    from ann_resnet50 import resnet50
+
+    from ndsnn_triton.nn import to_masked
+    from ndsnn_triton.profiler.cost import dense_run_cost
+
+    model = to_masked(resnet50())
+    table = trace_layers(model, (1, 3, 224, 224))
+    assert table.macs_per_sample() * 2 == pytest.approx(8.2e9, rel=0.01)  # RigL: dense 8.2e9 FLOPs
+    method = build_method(
+        "rigl",
+        density=1 - sparsity,
+        distribution=distribution,
+        dense_first=distribution == "uniform",
+        delta_t=100,
+        zeta=0.3,
+        stop_fraction=0.75,
+    )
+    method.setup(model, steps_per_epoch=320, epochs=100)  # 32,000 iterations, batch 4096
+    schedule = method.schedule()
+    train = run_cost(table, schedule, 1.0, 4096, "rigl").total / dense_run_cost(
+        table, schedule.total_steps, 1.0, 4096, "rigl"
+    )
+    final = dict(zip(schedule.layer_names, schedule.segments[-1].densities, strict=True))
+    inference = (
+        step_cost(table, final, 1.0, 1, "rigl").forward.sum()
+        / step_cost(table, None, 1.0, 1, "rigl").forward.sum()
+    )
+    published_train, published_inference = RIGL_PUBLISHED[(distribution, sparsity)]
+    assert train == pytest.approx(published_train, abs=0.01)
+    assert inference == pytest.approx(published_inference, abs=0.01)
+    assert train > inference  # dense gradients on update steps cost extra
+
+
+def test_to_masked_keeps_the_function_of_a_plain_model():
+    from ann_resnet50 import Bottleneck
+
+    from ndsnn_triton.nn import MaskedConv2d, to_masked
+
+    torch.manual_seed(0)
+    block = Bottleneck(16, 8, 2).eval()
+    x = torch.randn(2, 16, 8, 8)
+    expected = block(x)
+    masked = to_masked(block)
+    assert isinstance(masked.body[0], MaskedConv2d) and isinstance(masked.down[0], MaskedConv2d)
+    torch.testing.assert_close(masked(x), expected)
+    assert len(masked_layers(masked)) == 4

@@ -1,5 +1,6 @@
 """Spiking modules: masked spike layers, the multi-step LIF neuron and time-first helpers."""
 
+from ndsnn_triton.nn.convert import MaskedConv2d, MaskedLinear, to_masked
 from ndsnn_triton.nn.layers import (
     MaskedLayer,
     SpikeConv2d,
@@ -15,7 +16,9 @@ from ndsnn_triton.nn.surrogate import ATan, Sigmoid, Surrogate
 __all__ = [
     "LIF",
     "ATan",
+    "MaskedConv2d",
     "MaskedLayer",
+    "MaskedLinear",
     "SeqToANNContainer",
     "Sigmoid",
     "SpikeConv2d",
@@ -27,5 +30,6 @@ __all__ = [
     "predict",
     "reset_net",
     "temporal_cross_entropy",
+    "to_masked",
     "unflatten_time",
 ]
