@@ -108,9 +108,12 @@ def register_kernel(op_name: str, backend: str = "triton") -> Callable[[Callable
     return decorator
 
 
-def resolve(op_name: str, reference: Callable, device_type: str) -> Callable:
+def resolve(
+    op_name: str, reference: Callable, device_type: str, prefer_dense: bool = False
+) -> Callable:
     """Pick the implementation of ``op_name`` for the current backend and device.
 
+    ``prefer_dense`` (analog input, e.g. the image stem) keeps ``"auto"`` on the reference.
     Raises ``NotImplementedError`` naming the op when ``"triton"`` is forced and no kernel exists.
     """
     backend = _current
@@ -125,6 +128,6 @@ def resolve(op_name: str, reference: Callable, device_type: str) -> Callable:
             )
         return kernel
     # auto: Triton only on CUDA, where it exists; the reference otherwise.
-    if kernel is not None and device_type == "cuda":
+    if kernel is not None and device_type == "cuda" and not prefer_dense:
         return kernel
     return reference

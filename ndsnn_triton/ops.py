@@ -57,6 +57,12 @@ def _conv_out_hw(
     ]
 
 
+def _saved_input(x: Tensor, spike_input: bool) -> Tensor:
+    """What the backward keeps of a layer input: binary spikes as int8 (1 byte instead of 2 or 4;
+    lossless, the forward checked them), analog input as is. Only the weight gradient reads it."""
+    return x.to(torch.int8) if spike_input else x
+
+
 # ----------------------------------------------------------------------------- conv2d
 
 
@@ -75,7 +81,9 @@ def _masked_conv2d(
 ) -> Tensor:
     if spike_input:
         _check_binary(x, "ndsnn::masked_conv2d")
-    impl = resolve("ndsnn::masked_conv2d", masked_conv2d_ref, x.device.type)
+    impl = resolve(
+        "ndsnn::masked_conv2d", masked_conv2d_ref, x.device.type, prefer_dense=not spike_input
+    )
     return impl(x, weight, mask, bias, stride, padding, dilation, groups)
 
 
@@ -125,14 +133,14 @@ def _masked_conv2d_weight_grad(
 
 @_masked_conv2d_weight_grad.register_fake
 def _(grad_out, x, mask, stride, padding, dilation, groups, dense, spike_input):
-    return x.new_empty(mask.shape)
+    return grad_out.new_empty(mask.shape)
 
 
 def _conv_setup_context(ctx, inputs, output):
     x, weight, mask, bias, stride, padding, dilation, groups, spike_input, dense_weight_grad = (
         inputs
     )
-    ctx.save_for_backward(x, weight, mask)
+    ctx.save_for_backward(_saved_input(x, spike_input), weight, mask)
     ctx.conv_args = (list(stride), list(padding), list(dilation), groups)
     ctx.dense_weight_grad = dense_weight_grad
     ctx.spike_input = spike_input
@@ -181,7 +189,9 @@ def _masked_linear(
 ) -> Tensor:
     if spike_input:
         _check_binary(x, "ndsnn::masked_linear")
-    impl = resolve("ndsnn::masked_linear", masked_linear_ref, x.device.type)
+    impl = resolve(
+        "ndsnn::masked_linear", masked_linear_ref, x.device.type, prefer_dense=not spike_input
+    )
     return impl(x, weight, mask, bias)
 
 
@@ -213,12 +223,12 @@ def _masked_linear_weight_grad(
 
 @_masked_linear_weight_grad.register_fake
 def _(grad_out, x, mask, dense, spike_input):
-    return x.new_empty(mask.shape)
+    return grad_out.new_empty(mask.shape)
 
 
 def _linear_setup_context(ctx, inputs, output):
     x, weight, mask, bias, spike_input, dense_weight_grad = inputs
-    ctx.save_for_backward(x, weight, mask)
+    ctx.save_for_backward(_saved_input(x, spike_input), weight, mask)
     ctx.dense_weight_grad = dense_weight_grad
     ctx.spike_input = spike_input
     ctx.has_bias = bias is not None
@@ -274,7 +284,6 @@ def _lif_multistep_backward(
     grad_spike: Tensor,
     grad_v_last: Tensor,
     h_seq: Tensor,
-    spike_seq: Tensor,
     tau: float,
     v_threshold: float,
     v_reset: Optional[float],
@@ -288,7 +297,6 @@ def _lif_multistep_backward(
         grad_spike,
         grad_v_last,
         h_seq,
-        spike_seq,
         tau,
         v_threshold,
         v_reset,
@@ -304,7 +312,6 @@ def _(
     grad_spike,
     grad_v_last,
     h_seq,
-    spike_seq,
     tau,
     v_threshold,
     v_reset,
@@ -318,19 +325,20 @@ def _(
 
 def _lif_setup_context(ctx, inputs, output):
     _x, _v, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha = inputs
-    spike_seq, _v_last, h_seq = output
-    ctx.save_for_backward(h_seq, spike_seq)
+    _spike_seq, _v_last, h_seq = output
+    # Only h is kept: the backward recomputes the spikes from it (S = (H - v_th >= 0)).
+    ctx.save_for_backward(h_seq)
     ctx.params = (tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha)
 
 
 def _lif_backward(ctx, grad_spike, grad_v_last, _grad_h):
-    h_seq, spike_seq = ctx.saved_tensors
+    (h_seq,) = ctx.saved_tensors
     if grad_spike is None:
         grad_spike = torch.zeros_like(h_seq)
     if grad_v_last is None:
         grad_v_last = torch.zeros_like(h_seq[0])
     grad_x, grad_v = torch.ops.ndsnn.lif_multistep_backward(
-        grad_spike, grad_v_last, h_seq, spike_seq, *ctx.params
+        grad_spike, grad_v_last, h_seq, *ctx.params
     )
     return grad_x, grad_v, None, None, None, None, None, None, None
 
@@ -642,3 +650,12 @@ def _register_flop_formulas() -> None:
 
 
 _register_flop_formulas()
+
+
+def _register_kernels() -> None:
+    from ndsnn_triton.kernels.dispatch import register_all
+
+    register_all()
+
+
+_register_kernels()

@@ -205,7 +205,7 @@ def test_opcheck_lif_ops(v_reset):
     s, v_last, h = torch.ops.ndsnn.lif_multistep(x.detach(), v.detach(), *params)
     _opcheck(
         torch.ops.ndsnn.lif_multistep_backward.default,
-        (torch.randn_like(s), torch.randn_like(v_last), h, s, *params),
+        (torch.randn_like(s), torch.randn_like(v_last), h, *params),
     )
 
 

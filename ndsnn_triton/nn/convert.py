@@ -45,7 +45,9 @@ def to_masked(model: nn.Module) -> nn.Module:
             continue
         if isinstance(child, nn.Conv2d):
             if child.padding_mode != "zeros":
-                raise ValueError(f"to_masked: {name} uses padding_mode={child.padding_mode!r}; only 'zeros' is supported")
+                raise ValueError(
+                    f"to_masked: {name} uses padding_mode={child.padding_mode!r}; only 'zeros' is supported"
+                )
             new = MaskedConv2d(
                 child.in_channels,
                 child.out_channels,
@@ -59,7 +61,13 @@ def to_masked(model: nn.Module) -> nn.Module:
                 dtype=child.weight.dtype,
             )
         elif isinstance(child, nn.Linear):
-            new = MaskedLinear(child.in_features, child.out_features, child.bias is not None, device=child.weight.device, dtype=child.weight.dtype)
+            new = MaskedLinear(
+                child.in_features,
+                child.out_features,
+                child.bias is not None,
+                device=child.weight.device,
+                dtype=child.weight.dtype,
+            )
         else:
             to_masked(child)
             continue

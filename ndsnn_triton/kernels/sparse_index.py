@@ -1,0 +1,124 @@
+"""Compressed index of a weight mask, for the sparse kernels; values stay in the dense weight.
+
+For a mask viewed as ``[rows, cols]`` (rows = output channels, cols = flattened
+``(cin, kh, kw)`` or input features):
+
+* CSR: ``row_ptr [rows+1]``, ``col_idx [cap]`` (column of each kept weight, row-major order),
+  ``entry_row [cap]`` (its row) and ``entry_flat [cap]`` (its flat index into the weight);
+* ``row_order [rows]``: rows sorted by non-zero count, longest first (Sputnik's row swizzle), so
+  programs launched together get similar work;
+* transpose (CSC) index for the input gradient: ``col_ptr [cols+1]``, ``t_row_idx [cap]`` — the
+  rows of each column, pointing into the same dense weight (no second copy of values).
+
+Built on the device with cumsum and stable sorts (no ``nonzero``). Buffers are sized at the first
+build (``cap`` = that mask's non-zero count; NDSNN's count only falls, RigL/SET keep it) and reused
+while the count fits; sizing them is the one host synchronisation, and it happens only when the
+mask changes. Indices are cached per mask tensor and version (:func:`get_index`), so a changed mask
+is never served a stale index.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+_CACHE_SIZE = 512
+
+
+@dataclass
+class SparseIndex:
+    rows: int
+    cols: int
+    cap: int
+    row_ptr: Tensor  # int32 [rows + 1]
+    col_idx: Tensor  # int32 [cap]
+    entry_row: Tensor  # int32 [cap]
+    entry_flat: Tensor  # int64 [cap]
+    row_order: Tensor  # int32 [rows]
+    col_ptr: Tensor  # int32 [cols + 1]
+    t_row_idx: Tensor  # int32 [cap]
+
+
+def _true_first(flat: Tensor) -> Tensor:
+    """Positions of ``flat``'s True entries in order, then the False ones (a stable sort)."""
+    return torch.argsort((~flat).to(torch.uint8), stable=True)
+
+
+def build_index(mask2d: Tensor, cap: int | None = None) -> SparseIndex:
+    """Build the index of a bool ``[rows, cols]`` mask with room for ``cap`` entries (default: nnz)."""
+    rows, cols = mask2d.shape
+    counts = mask2d.sum(1, dtype=torch.int32)
+    col_counts = mask2d.sum(0, dtype=torch.int32)
+    if cap is None:
+        cap = int(counts.sum())  # the one host synchronisation: sizing the buffers
+    cap = max(cap, 1)
+    zero = torch.zeros(1, dtype=torch.int32, device=mask2d.device)
+    row_ptr = torch.cat([zero, counts.cumsum(0, dtype=torch.int32)])
+    col_ptr = torch.cat([zero, col_counts.cumsum(0, dtype=torch.int32)])
+    # Entries past the current count are pruned positions (the sort's tail): kernels stop at
+    # row_ptr / nnz, and the weight-gradient scatter writes their zero partial sums there.
+    pos = _true_first(mask2d.reshape(-1))[:cap]
+    pos_t = _true_first(mask2d.t().reshape(-1))[:cap]
+    return SparseIndex(
+        rows=rows,
+        cols=cols,
+        cap=cap,
+        row_ptr=row_ptr,
+        col_idx=(pos % cols).to(torch.int32),
+        entry_row=(pos // cols).to(torch.int32),
+        entry_flat=pos,
+        row_order=torch.argsort(counts, descending=True, stable=True).to(torch.int32),
+        col_ptr=col_ptr,
+        t_row_idx=(pos_t % rows).to(torch.int32),
+    )
+
+
+class _IndexCache:
+    """Indices keyed by the mask tensor's storage, view and version; holds a reference to the mask
+    so its storage cannot be reused by another tensor while the entry lives."""
+
+    def __init__(self) -> None:
+        self.entries: OrderedDict[tuple, tuple[int, Tensor, SparseIndex]] = OrderedDict()
+        self.builds = 0
+
+    def get(self, mask: Tensor, rows: int, cols: int) -> SparseIndex:
+        key = (
+            mask.device,
+            mask.data_ptr(),
+            mask.storage_offset(),
+            tuple(mask.shape),
+            tuple(mask.stride()),
+            rows,
+            cols,
+        )
+        version = mask._version
+        entry = self.entries.get(key)
+        if entry is not None and entry[0] == version:
+            self.entries.move_to_end(key)
+            return entry[2]
+        mask2d = mask.reshape(rows, cols)
+        cap = None
+        if entry is not None:
+            nnz = int(mask2d.sum())  # sizing check on a mask change only
+            cap = entry[2].cap if nnz <= entry[2].cap else nnz
+        index = build_index(mask2d, cap)
+        self.builds += 1
+        self.entries[key] = (version, mask, index)
+        self.entries.move_to_end(key)
+        while len(self.entries) > _CACHE_SIZE:
+            self.entries.popitem(last=False)
+        return index
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+INDEX_CACHE = _IndexCache()
+
+
+def get_index(mask: Tensor, rows: int, cols: int) -> SparseIndex:
+    """The cached index of ``mask`` viewed as ``[rows, cols]``, rebuilt when the mask changed."""
+    return INDEX_CACHE.get(mask, rows, cols)
