@@ -402,3 +402,23 @@ def test_conv_device_mismatch_is_named():
     x, w, m = _good_conv()
     with pytest.raises(ValueError, match="weight is on cuda"):
         masked_conv2d(x, w.cuda(), m)
+
+
+def test_compile_whole_model_has_no_graph_breaks():
+    from ndsnn_triton.models import small_snn
+    from ndsnn_triton.nn import reset_net, temporal_cross_entropy
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = small_snn(10, T=2)
+    x, y = torch.randn(3, 1, 8, 8), torch.tensor([1, 2, 3])
+    expected = model(x)
+    reset_net(model)
+    compiled = torch.compile(
+        model, backend="aot_eager", fullgraph=True
+    )  # a graph break would raise
+    out = compiled(x)
+    reset_net(model)
+    torch.testing.assert_close(out, expected)
+    temporal_cross_entropy(out, y).backward()
+    assert all(p.grad is not None for p in model.parameters())

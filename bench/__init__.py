@@ -1,0 +1,1 @@
+"""Benchmarks (pytest-benchmark) and the plot script; see README "Benchmarks"."""

@@ -1,0 +1,70 @@
+"""Benchmark setup: CUDA-only cases skip without a GPU; every case's figures go to one JSON file.
+
+``pytest bench --benchmark-only`` on a GPU writes ``bench/results/<suite>-<device>.json``;
+``pytest bench --benchmark-disable`` on a CPU runs the suite as a smoke test (GPU cases skipped).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+RESULTS: dict[str, list[dict]] = {}
+RESULTS_DIR = Path(__file__).parent / "results"
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def record(suite: str, row: dict) -> None:
+    """Keep one measured case for the suite's JSON file."""
+    RESULTS.setdefault(suite, []).append(row)
+
+
+def _environment() -> dict:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    import triton
+
+    return {
+        "device": torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "cuda": torch.version.cuda,
+        "commit": commit,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not RESULTS or not torch.cuda.is_available():
+        return
+    RESULTS_DIR.mkdir(exist_ok=True)
+    env = _environment()
+    tag = env["device"].replace(" ", "_")
+    for suite, rows in RESULTS.items():
+        path = Path(os.environ.get("NDSNN_BENCH_OUT", RESULTS_DIR)) / f"{suite}-{tag}.json"
+        path.write_text(json.dumps({"environment": env, "results": rows}, indent=1))
