@@ -200,4 +200,3 @@ def test_backend_switch_smoke():
     with ndsnn_triton.use_backend("torch"):
         y = ndsnn_triton.masked_conv2d(x, w, torch.ones_like(w, dtype=torch.bool), padding=1)
     torch.testing.assert_close(y, F.conv2d(x, w, padding=1))
-
