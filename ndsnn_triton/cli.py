@@ -201,6 +201,9 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its checkpoint"
     )
+    p.add_argument("--resume-from", default=None, metavar="CHECKPOINT", help="continue from this checkpoint file (e.g. checkpoint.prev.pt)")
+    p.add_argument("--skip-nonfinite", action="store_true", help="skip iterations with a non-finite loss or gradient (counted) instead of stopping")
+    p.add_argument("--check-masks", action="store_true", help="multi-GPU debug: compare mask checksums across ranks after every update")
     g = p.add_argument_group("method parameters (defaults: each method's own)")
     g.add_argument("--distribution", choices=DISTRIBUTIONS, default=None)
     g.add_argument(
@@ -309,13 +312,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
             checkpoint_every=args.checkpoint_every,
             max_steps=args.max_steps,
             progress=not args.no_progress,
+            skip_nonfinite=args.skip_nonfinite,
+            check_masks=args.check_masks,
         )
     except ValueError as err:
         raise SystemExit(f"ndsnn train: {err}") from None
     run_info = {"model": args.model, "T": args.T, "model_kwargs": model_kwargs}
+    from ndsnn_triton.train import distributed
+    from ndsnn_triton.train.checkpoint import CheckpointError
+
+    device = distributed.init_from_env() or args.device
     with use_backend(args.backend or get_backend()):
-        trainer = Trainer(model, method, data, config, args.out, args.device, run_info)
-        metrics = trainer.fit(resume=args.resume)
+        trainer = Trainer(model, method, data, config, args.out, device, run_info)
+        try:
+            metrics = trainer.fit(resume=args.resume or args.resume_from is not None, checkpoint=args.resume_from)
+        except (CheckpointError, FileExistsError, FloatingPointError) as err:
+            raise SystemExit(f"ndsnn train: {err}") from None
+    if not distributed.is_main():
+        return 0
     if metrics.get("completed") is False:
         print(f"stopped after {metrics['stopped_at_step']} iterations; continue with --resume")
         return 0

@@ -6,8 +6,10 @@ states, the position to continue from, and the library version that wrote it.
 
 from __future__ import annotations
 
+import io
 import os
 import random
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +25,49 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, foreign or from an incompatible version."""
 
 
+def previous_path(path: str | os.PathLike) -> Path:
+    """Where the checkpoint before the latest one is kept (``checkpoint.prev.pt``)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+_SAVES = 0
+
+
+def fault_point(variable: str, count: int) -> None:
+    """Fault injection for crash tests: SIGKILL this process when ``$variable == count``.
+
+    Unset in normal use. ``NDSNN_FAULT_KILL_AFTER_STEP=k`` kills the trainer right after iteration
+    k; ``NDSNN_FAULT_KILL_IN_CHECKPOINT=n`` kills it halfway through writing its n-th checkpoint.
+    """
+    value = os.environ.get(variable)
+    if value is not None and int(value) == count:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` atomically: a crash leaves the previous file intact."""
+    """Write ``payload`` to ``path`` atomically, keeping the checkpoint it replaces.
+
+    The new file is written and fsynced under a temporary name, the current checkpoint is renamed
+    to :func:`previous_path`, then the new one takes its name: a crash at any point leaves a
+    complete checkpoint behind (the current one, or the previous one).
+    """
+    global _SAVES
+    _SAVES += 1
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    data = {"format": FORMAT, "version": __version__, **payload}
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "version": __version__, **payload}, buffer)
+    data = buffer.getvalue()
     with open(tmp, "wb") as f:
-        torch.save(data, f)
+        f.write(data[: len(data) // 2])
+        f.flush()
+        fault_point("NDSNN_FAULT_KILL_IN_CHECKPOINT", _SAVES)
+        f.write(data[len(data) // 2 :])
         f.flush()
         os.fsync(f.fileno())
+    if path.exists():
+        os.replace(path, previous_path(path))
     os.replace(tmp, path)
 
 

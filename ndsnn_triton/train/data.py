@@ -334,7 +334,9 @@ class BatchLoader:
     """Deterministic mini-batches of a split: ``(images float [B, C, H, W], labels [B])``.
 
     The order of epoch e comes from a generator seeded with (seed, e); augmentation of batch i
-    from (seed, e, i). ``start`` skips the first batches (resume).
+    from (seed, e, i). ``start`` skips the first batches (resume). With ``world > 1`` each global
+    batch of ``batch_size`` is split across ranks (a DistributedSampler over batches), so the
+    global batch and the data order do not depend on the number of processes.
     """
 
     data: DataSet
@@ -344,6 +346,8 @@ class BatchLoader:
     seed: int = 0
     cutout: int = 0  # Cutout square side (0 = off)
     drop_last: bool = False
+    rank: int = 0  # data parallel: this process takes samples rank, rank + world, ... of each batch
+    world: int = 1
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -369,9 +373,12 @@ class BatchLoader:
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             x = self._split.images[idx].float() / 255.0
             g = _generator(self.seed, epoch, i)
+            # Augment the whole global batch, then take this rank's share: the same samples get
+            # the same crops whatever the number of processes.
             if self.train and self.data.augment == "cifar":
                 x = random_crop_flip(x, 4, g)
             x = (x - self._mean) / self._std
             if self.train and self.cutout:
                 x = cutout(x, self.cutout, g)
-            yield x, self._split.labels[idx]
+            share = slice(self.rank, None, self.world)
+            yield x[share], self._split.labels[idx][share]

@@ -41,7 +41,16 @@ from ndsnn_triton.nn import (
 )
 from ndsnn_triton.profiler.monitor import SpikeRateMonitor
 from ndsnn_triton.sparse.methods import SparseMethod
-from ndsnn_triton.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ndsnn_triton.train import distributed
+from ndsnn_triton.train.checkpoint import (
+    CheckpointError,
+    fault_point,
+    load_checkpoint,
+    previous_path,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from ndsnn_triton.train.data import BatchLoader, DataSet
 from ndsnn_triton.train.progress import Progress
 
@@ -66,6 +75,10 @@ class TrainConfig:
     checkpoint_every: int = 0  # iterations between mid-epoch checkpoints (0: at epoch ends only)
     max_steps: int | None = None  # stop (with a checkpoint) after this many iterations in total
     progress: bool = True
+    skip_nonfinite: bool = (
+        False  # skip iterations with a non-finite loss/gradient instead of stopping
+    )
+    check_masks: bool = False  # distributed debug: all-gather mask checksums after every update
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "log_every", "eval_every"):
@@ -128,8 +141,22 @@ class Trainer:
         self.run_info = run_info or {}
         self.amp = (self.device.type == "cuda") if config.amp is None else bool(config.amp)
         self.train_loader = BatchLoader(
-            data, "train", config.batch_size, True, config.seed, config.cutout
+            data,
+            "train",
+            config.batch_size,
+            True,
+            config.seed,
+            config.cutout,
+            rank=distributed.rank(),
+            world=distributed.world_size(),
         )
+        self.forward_model: nn.Module = self.model
+        if distributed.enabled():
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=ids
+            )
+        self.skipped_steps = 0
         self.test_loader = BatchLoader(data, "test", config.batch_size, False, config.seed)
         self.layer_names = [name for name, _ in masked_layers(model)]
         self.optimizer: torch.optim.Optimizer | None = None
@@ -156,6 +183,13 @@ class Trainer:
         return self.out / "checkpoint.pt"
 
     def _save(self, pos: Position) -> None:
+        if not distributed.is_main():
+            distributed.barrier()
+            return
+        self._write_checkpoint(pos)
+        distributed.barrier()
+
+    def _write_checkpoint(self, pos: Position) -> None:
         save_checkpoint(
             self.checkpoint_path,
             {
@@ -172,12 +206,23 @@ class Trainer:
                 "train_config": asdict(self.cfg) | {"max_steps": None},
                 "eval_history": self.eval_history,
                 "elapsed": self.elapsed,
+                "skipped_steps": self.skipped_steps,
                 "run_info": self.run_info,
             },
         )
 
-    def _restore(self, phases_steps: list[int]) -> Position:
-        ckpt = load_checkpoint(self.checkpoint_path)
+    def _restore(self, phases_steps: list[int], checkpoint: Path | None) -> Position:
+        path = checkpoint or self.checkpoint_path
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError as err:
+            prev = previous_path(self.checkpoint_path)
+            hint = (
+                f"; the previous checkpoint {prev} is intact: resume from it with --resume-from {prev}"
+                if prev.exists() and prev != path
+                else ""
+            )
+            raise CheckpointError(f"{err}{hint}") from None
         saved_cfg = {
             k: v for k, v in ckpt["train_config"].items() if k not in ("max_steps", "progress")
         }
@@ -198,11 +243,14 @@ class Trainer:
         set_rng_state(ckpt["rng"])
         self.eval_history = ckpt["eval_history"]
         self.elapsed = ckpt["elapsed"]
+        self.skipped_steps = ckpt.get("skipped_steps", 0)
         self._truncate_logs(pos.step)
         return pos
 
     def _truncate_logs(self, step: int) -> None:
         """Drop records of iterations at or after ``step`` (written after the checkpoint)."""
+        if not distributed.is_main():
+            return
         log = self.out / "log.jsonl"
         if log.exists():
             keep = [
@@ -228,8 +276,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def fit(self, resume: bool = False) -> dict[str, Any]:
-        """Train (or continue a run from ``out_dir/checkpoint.pt``); returns the final metrics."""
+    def fit(self, resume: bool = False, checkpoint: str | Path | None = None) -> dict[str, Any]:
+        """Train (or continue a run from ``out_dir/checkpoint.pt``, or from ``checkpoint``).
+
+        Returns the final metrics. A non-finite loss or gradient stops training with
+        ``FloatingPointError`` naming the iteration and layer, after checkpointing the state
+        before that iteration (``skip_nonfinite`` skips such iterations and counts them).
+        """
         self.out.mkdir(parents=True, exist_ok=True)
         steps_per_epoch = len(self.train_loader)
         torch.manual_seed(self.cfg.seed)
@@ -238,18 +291,19 @@ class Trainer:
         phase_steps = [p.epochs * steps_per_epoch for p in phases]
         total = sum(phase_steps)
         if resume:
-            pos = self._restore(phase_steps)
+            pos = self._restore(phase_steps, Path(checkpoint) if checkpoint else None)
         else:
             if self.checkpoint_path.exists():
                 raise FileExistsError(
                     f"{self.checkpoint_path} exists: pass resume=True (--resume) or use a new folder"
                 )
-            for name in ("log.jsonl", "log.csv", "eval.jsonl", "metrics.json"):
-                (self.out / name).unlink(missing_ok=True)
             pos = Position()
-            self._write_json("config.json", self._config_record(phases, steps_per_epoch))
-            self._write_json("schedule.json", self.method.schedule().to_dict())
-        if not (self.out / "log.csv").exists():
+            if distributed.is_main():
+                for name in ("log.jsonl", "log.csv", "eval.jsonl", "metrics.json"):
+                    (self.out / name).unlink(missing_ok=True)
+                self._write_json("config.json", self._config_record(phases, steps_per_epoch))
+                self._write_json("schedule.json", self.method.schedule().to_dict())
+        if distributed.is_main() and not (self.out / "log.csv").exists():
             with open(self.out / "log.csv", "w", newline="") as f:
                 csv.DictWriter(f, CSV_FIELDS).writeheader()
 
@@ -270,10 +324,11 @@ class Trainer:
                     for x, y in self.train_loader.epoch(data_epoch, pos.batch):
                         step = pos.step
                         lr = self.optimizer.param_groups[0]["lr"]
-                        loss, correct = self._train_step(step, x, y)
-                        interval.add(loss, correct, y.shape[0])
-                        update = self.method.is_update_step(step)
-                        if (
+                        outcome = self._train_step(step, x, y, pos)
+                        update = self.method.is_update_step(step) and outcome is not None
+                        if outcome is not None:
+                            interval.add(*outcome, y.shape[0])
+                        if interval.seen and (
                             force_log
                             or update
                             or step % self.cfg.log_every == 0
@@ -293,7 +348,10 @@ class Trainer:
                         force_log = update
                         if update:
                             densities = self._densities()
+                            if self.cfg.check_masks:
+                                distributed.assert_masks_agree(self.model, step)
                         pos.step += 1
+                        fault_point("NDSNN_FAULT_KILL_AFTER_STEP", pos.step)
                         pos.batch += 1
                         progress.update(
                             pos.step, f"{phases[p].name} epoch {e + 1}/{phases[p].epochs}"
@@ -326,7 +384,8 @@ class Trainer:
             self._save_timed(pos, start_clock)
             return {"stopped_at_step": pos.step, "completed": False}
         metrics = self._final_metrics(total)
-        self._write_json("metrics.json", metrics)
+        if distributed.is_main():
+            self._write_json("metrics.json", metrics)
         return metrics
 
     def _save_timed(self, pos: Position, since: float) -> None:
@@ -334,8 +393,9 @@ class Trainer:
         self._save(pos)
 
     def _train_step(
-        self, step: int, x: torch.Tensor, y: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, step: int, x: torch.Tensor, y: torch.Tensor, pos: Position
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """One iteration; returns (loss sum, correct count), or None if it was skipped."""
         self.model.train()
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         dense_ctx = (
@@ -344,10 +404,21 @@ class Trainer:
             else contextlib.nullcontext()
         )
         with dense_ctx, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            out = self.model(x)
+            out = self.forward_model(x)
             loss = temporal_cross_entropy(out, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        problem = self._nonfinite(loss)
+        if problem is not None:
+            reset_net(self.model)
+            if self.cfg.skip_nonfinite:
+                self.optimizer.zero_grad(set_to_none=True)
+                self.skipped_steps += 1
+                return None
+            self._save(pos)  # the state before this iteration: the last good one
+            raise FloatingPointError(
+                f"non-finite {problem} at iteration {step}; the last good state is checkpointed in {self.checkpoint_path} (skip such iterations with --skip-nonfinite)"
+            )
         self.method.before_optimizer_step(step)
         self.optimizer.step()
         self.scheduler.step()
@@ -355,6 +426,23 @@ class Trainer:
         reset_net(self.model)
         correct = (predict(out.detach()) == y).sum()
         return loss.detach() * y.shape[0], correct
+
+    def _nonfinite(self, loss: torch.Tensor) -> str | None:
+        """What is non-finite in this iteration (loss, or the first layer's gradient), or None.
+
+        One host synchronisation per iteration for all checks together.
+        """
+        named = [(n, p.grad) for n, p in self.model.named_parameters() if p.grad is not None]
+        flags = torch.stack(
+            [torch.isfinite(loss.detach()).all()] + [torch.isfinite(g).all() for _, g in named]
+        )
+        if bool(flags.all()):
+            return None
+        bad = (~flags).nonzero()[0].item()
+        if bad == 0:
+            return f"loss ({loss.item()})"
+        name = named[bad - 1][0]
+        return f"gradient in {name.rsplit('.', 1)[0]} ({name})"
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
@@ -373,6 +461,9 @@ class Trainer:
         return loss_sum / seen, correct / seen
 
     def _evaluate(self, step: int, epoch: int, phase: str) -> None:
+        if not distributed.is_main():
+            distributed.barrier()
+            return
         loss, acc = self.evaluate()
         record = {
             "step": step,
@@ -385,6 +476,7 @@ class Trainer:
         self.eval_history.append(record)
         with open(self.out / "eval.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+        distributed.barrier()
 
     # ------------------------------------------------------------------ logging
 
@@ -410,6 +502,9 @@ class Trainer:
         monitor: SpikeRateMonitor,
         mask_update: bool,
     ) -> None:
+        if not distributed.is_main():
+            monitor.reset()
+            return
         sizes = {name: m.mask.numel() for name, m in masked_layers(self.model)}
         record = {
             "step": step,
@@ -456,6 +551,7 @@ class Trainer:
             "test_loss": final.get("test_loss"),
             "best_test_acc": max((r["test_acc"] for r in self.eval_history), default=None),
             "wall_time_s": self.elapsed,
+            "skipped_steps": self.skipped_steps,
             "steps": total_steps,
             "density": self._overall(),
             "densities": self._densities(),
