@@ -201,9 +201,22 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its checkpoint"
     )
-    p.add_argument("--resume-from", default=None, metavar="CHECKPOINT", help="continue from this checkpoint file (e.g. checkpoint.prev.pt)")
-    p.add_argument("--skip-nonfinite", action="store_true", help="skip iterations with a non-finite loss or gradient (counted) instead of stopping")
-    p.add_argument("--check-masks", action="store_true", help="multi-GPU debug: compare mask checksums across ranks after every update")
+    p.add_argument(
+        "--resume-from",
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue from this checkpoint file (e.g. checkpoint.prev.pt)",
+    )
+    p.add_argument(
+        "--skip-nonfinite",
+        action="store_true",
+        help="skip iterations with a non-finite loss or gradient (counted) instead of stopping",
+    )
+    p.add_argument(
+        "--check-masks",
+        action="store_true",
+        help="multi-GPU debug: compare mask checksums across ranks after every update",
+    )
     g = p.add_argument_group("method parameters (defaults: each method's own)")
     g.add_argument("--distribution", choices=DISTRIBUTIONS, default=None)
     g.add_argument(
@@ -325,7 +338,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     with use_backend(args.backend or get_backend()):
         trainer = Trainer(model, method, data, config, args.out, device, run_info)
         try:
-            metrics = trainer.fit(resume=args.resume or args.resume_from is not None, checkpoint=args.resume_from)
+            metrics = trainer.fit(
+                resume=args.resume or args.resume_from is not None, checkpoint=args.resume_from
+            )
         except (CheckpointError, FileExistsError, FloatingPointError) as err:
             raise SystemExit(f"ndsnn train: {err}") from None
     if not distributed.is_main():
