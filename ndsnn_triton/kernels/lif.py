@@ -1,4 +1,5 @@
-"""Multi-step leaky integrate-and-fire (LIF) neuron: pure-PyTorch references.
+"""Multi-step leaky integrate-and-fire (LIF) neuron: pure-PyTorch references and the fused
+Triton kernels.
 
 SpikingJelly ``LIFNode(step_mode='m')`` semantics. Per step t, with ``v_reset=None`` meaning
 soft reset (and a charge that decays towards 0):
@@ -23,6 +24,8 @@ import math
 
 import torch
 from torch import Tensor
+
+from ndsnn_triton.kernels.triton_utils import HAS_TRITON, cdiv, tl, triton
 
 SURROGATES: tuple[str, ...] = ("atan", "sigmoid")
 
@@ -168,7 +171,6 @@ def lif_multistep_autograd_ref(
 # it); backward runs the loop in reverse. Arithmetic in fp32 with the reference's expression
 # order; scalar arguments are cast to fp32 inside the kernels.
 
-from ndsnn_triton.kernels.triton_utils import HAS_TRITON, cdiv, tl, triton  # noqa: E402
 
 _LIF_BLOCK = 256
 

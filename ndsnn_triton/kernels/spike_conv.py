@@ -1,4 +1,5 @@
-"""Masked 2-D convolution over (usually binary) spike maps: pure-PyTorch references.
+"""Masked 2-D convolution over (usually binary) spike maps: pure-PyTorch references, and the
+sparse Triton kernels with their launchers (below).
 
 Shapes: ``x [N, Cin, H, W]`` (N = T*B), ``weight``/``mask [Cout, Cin/groups, kh, kw]``,
 ``y [N, Cout, Hout, Wout]``. The effective weight is ``weight`` with the pruned positions
@@ -10,6 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ndsnn_triton.kernels.sparse_index import get_index
+from ndsnn_triton.kernels.triton_utils import HAS_TRITON, cdiv, tl, triton
 
 
 def apply_mask(weight: Tensor, mask: Tensor) -> Tensor:
@@ -104,8 +108,6 @@ def masked_conv2d_weight_grad_ref(
 # index per input channel; the weight gradient is a sampled product at the kept positions only,
 # split over chunks of positions and reduced in a second, deterministic pass.
 
-from ndsnn_triton.kernels.sparse_index import get_index  # noqa: E402
-from ndsnn_triton.kernels.triton_utils import HAS_TRITON, cdiv, tl, triton  # noqa: E402
 
 if HAS_TRITON:
 
@@ -231,6 +233,9 @@ if HAS_TRITON:
         tl.store(partial_ptr + chunk * CAP + e, acc, mask=e < CAP)
 
 
+_TARGET_PROGRAMS = 512
+
+
 def _block_p(positions: int) -> int:
     return 128 if positions >= 128 else max(16, 1 << (positions - 1).bit_length())
 
@@ -322,9 +327,12 @@ def masked_conv2d_weight_grad_triton(
     index = get_index(mask, oc, c * kh * kw)
     positions = n * oh * ow
     block_p = _block_p(positions)
-    chunk = max(block_p, cdiv(positions, 64) // block_p * block_p or block_p)
-    chunks = cdiv(positions, chunk)
     block_e = 16
+    # Split the positions only as far as needed to fill the GPU (~512 programs): the partial sums
+    # cost chunks × cap floats, so many entries means few chunks.
+    chunks = max(1, min(64, _TARGET_PROGRAMS // cdiv(index.cap, block_e), cdiv(positions, block_p)))
+    chunk = cdiv(cdiv(positions, chunks), block_p) * block_p
+    chunks = cdiv(positions, chunk)
     partial = torch.zeros((chunks, index.cap), dtype=torch.float32, device=grad_out.device)
     _conv_wgrad_kernel[(cdiv(index.cap, block_e), chunks)](
         grad_out.contiguous(), x.contiguous(), index.row_ptr, index.entry_row, index.col_idx, partial,

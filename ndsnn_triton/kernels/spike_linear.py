@@ -1,4 +1,5 @@
-"""Masked linear layer over (usually binary) spike vectors: pure-PyTorch references.
+"""Masked linear layer over (usually binary) spike vectors: pure-PyTorch references, and the
+Triton launchers (a linear layer runs on the 1×1 convolution kernels).
 
 Shapes: ``x [N, in]`` (N = T*B), ``weight``/``mask [out, in]``, ``y [N, out]``.
 """
@@ -8,7 +9,12 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from ndsnn_triton.kernels.spike_conv import apply_mask
+from ndsnn_triton.kernels.spike_conv import (
+    apply_mask,
+    masked_conv2d_input_grad_triton,
+    masked_conv2d_triton,
+    masked_conv2d_weight_grad_triton,
+)
 
 
 def masked_linear_ref(x: Tensor, weight: Tensor, mask: Tensor, bias: Tensor | None) -> Tensor:
@@ -32,11 +38,6 @@ def masked_linear_weight_grad_ref(grad_out: Tensor, x: Tensor, mask: Tensor, den
 # ----------------------------------------------------------------------------- Triton launchers
 # A linear layer is a 1×1 convolution on [N, in, 1, 1]: the conv kernels serve it unchanged.
 
-from ndsnn_triton.kernels.spike_conv import (  # noqa: E402
-    masked_conv2d_input_grad_triton,
-    masked_conv2d_triton,
-    masked_conv2d_weight_grad_triton,
-)
 
 _ONE = [1, 1]
 _ZERO = [0, 0]

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ndsnn_triton.nn.layers import MaskedLayer, masked_layers
+from ndsnn_triton.nn.layers import masked_layers
 from ndsnn_triton.sparse.distribution import check_distribution, layer_densities
 from ndsnn_triton.sparse.validation import check_density
 
@@ -222,7 +222,6 @@ def compare_masks(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> dict[str,
 
 __all__ = [
     "MaskComparison",
-    "MaskedLayer",
     "boundary_layers",
     "compare_masks",
     "densities_of",
