@@ -247,3 +247,20 @@ def test_triton_backend_refuses_cpu_tensors_without_the_interpreter(monkeypatch)
         pytest.raises(RuntimeError, match="needs CUDA tensors"),
     ):
         masked_conv2d(x, weight, mask, padding=1)
+
+
+def test_index_is_sized_from_the_count_set_mask_records():
+    from ndsnn_triton.kernels.sparse_index import get_index
+
+    conv = SpikeConv2d(3, 4, 3)
+    mask = torch.zeros_like(conv.mask)
+    mask.view(-1)[:10] = True
+    conv.set_mask(mask)
+    assert conv.mask._ndsnn_nnz == (conv.mask._version, 10)
+    assert get_index(conv.mask, 4, 27).cap == 10
+    conv.mask._ndsnn_nnz = (
+        conv.mask._version,
+        25,
+    )  # a (deliberately wrong) recorded count is trusted
+    conv.mask.view(-1)[10] = True  # ... until the mask changes again: then it is counted afresh
+    assert get_index(conv.mask, 4, 27).cap == 11

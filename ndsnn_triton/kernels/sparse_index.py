@@ -12,8 +12,9 @@ For a mask viewed as ``[rows, cols]`` (rows = output channels, cols = flattened
 
 Built on the device with cumsum and stable sorts (no ``nonzero``). Buffers are sized at the first
 build (``cap`` = that mask's non-zero count; NDSNN's count only falls, RigL/SET keep it) and reused
-while the count fits; sizing them is the one host synchronisation, and it happens only when the
-mask changes. Indices are cached per mask tensor and version (:func:`get_index`), so a changed mask
+while the count fits. Sizing them needs the non-zero count on the host: ``MaskedLayer.set_mask``
+records it (:func:`note_nnz`) at the synchronisation a mask change makes anyway, so a layer's index
+is rebuilt with no further one; a mask changed any other way costs one count per change. Indices are cached per mask tensor and version (:func:`get_index`), so a changed mask
 is never served a stale index.
 """
 
@@ -76,6 +77,20 @@ def build_index(mask2d: Tensor, cap: int | None = None) -> SparseIndex:
     )
 
 
+def note_nnz(mask: Tensor, nnz: int) -> None:
+    """Record that ``mask`` (at its current version) keeps ``nnz`` entries, known on the host.
+
+    ``MaskedLayer.set_mask`` calls this, so rebuilding the index after a mask update needs no
+    further host synchronisation to size its buffers.
+    """
+    mask._ndsnn_nnz = (mask._version, int(nnz))
+
+
+def _known_nnz(mask: Tensor) -> int | None:
+    hint = getattr(mask, "_ndsnn_nnz", None)
+    return hint[1] if hint is not None and hint[0] == mask._version else None
+
+
 class _IndexCache:
     """Indices keyed by the mask tensor's storage, view and version; holds a reference to the mask
     so its storage cannot be reused by another tensor while the entry lives."""
@@ -100,9 +115,11 @@ class _IndexCache:
             self.entries.move_to_end(key)
             return entry[2]
         mask2d = mask.reshape(rows, cols)
-        cap = None
+        nnz = _known_nnz(mask)
+        cap = nnz
         if entry is not None:
-            nnz = int(mask2d.sum())  # sizing check on a mask change only
+            if nnz is None:
+                nnz = int(mask2d.sum())  # sizing check on a mask change only (no hint recorded)
             cap = entry[2].cap if nnz <= entry[2].cap else nnz
         index = build_index(mask2d, cap)
         self.builds += 1

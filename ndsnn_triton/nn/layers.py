@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ndsnn_triton.backend import aten_reference_enabled
+from ndsnn_triton.kernels.sparse_index import note_nnz
 from ndsnn_triton.ops import masked_conv2d, masked_linear
 
 
@@ -58,7 +59,10 @@ class MaskedLayer:
                 f"weight shape {tuple(self.weight.shape)}"
             )
         self.mask.copy_(mask)
-        self.apply_mask()
+        kept = int(self.mask.sum())  # the one host synchronisation of a mask change
+        note_nnz(self.mask, kept)
+        if kept < self.mask.numel():
+            self.weight.masked_fill_(~self.mask, 0)
 
     @torch.no_grad()
     def apply_mask(self) -> None:
