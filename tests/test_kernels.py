@@ -258,9 +258,7 @@ def test_index_is_sized_from_the_count_set_mask_records():
     conv.set_mask(mask)
     assert conv.mask._ndsnn_nnz == (conv.mask._version, 10)
     assert get_index(conv.mask, 4, 27).cap == 10
-    conv.mask._ndsnn_nnz = (
-        conv.mask._version,
-        25,
-    )  # a (deliberately wrong) recorded count is trusted
-    conv.mask.view(-1)[10] = True  # ... until the mask changes again: then it is counted afresh
+    # A recorded count belongs to one mask version: after any other change the mask is counted afresh.
+    conv.mask._ndsnn_nnz = (conv.mask._version, 25)
+    conv.mask.view(-1)[10] = True
     assert get_index(conv.mask, 4, 27).cap == 11
