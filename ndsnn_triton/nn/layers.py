@@ -61,14 +61,14 @@ class MaskedLayer:
         self.mask.copy_(mask)
         kept = int(self.mask.sum())  # the one host synchronisation of a mask change
         note_nnz(self.mask, kept)
-        if kept < self.mask.numel():
-            self.weight.masked_fill_(~self.mask, 0)
+        self.apply_mask(kept)
 
     @torch.no_grad()
-    def apply_mask(self) -> None:
+    def apply_mask(self, kept: int | None = None) -> None:
         """Set the pruned weights to exactly zero (a no-op, leaving the weight untouched, when
-        nothing is pruned)."""
-        if not bool(self.mask.all()):
+        nothing is pruned). ``kept``: the mask's count of kept weights, if already known."""
+        kept = int(self.mask.sum()) if kept is None else kept
+        if kept < self.mask.numel():
             self.weight.masked_fill_(~self.mask, 0)
 
     @property

@@ -15,8 +15,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ndsnn_triton._version import __version__
 from ndsnn_triton.profiler import plots
 from ndsnn_triton.profiler.claim import (
@@ -32,7 +30,7 @@ from ndsnn_triton.profiler.claim import (
     schedule_of,
     setup_model,
 )
-from ndsnn_triton.profiler.cost import CONVENTIONS, RunCost, density_vector, rate_vector, step_terms
+from ndsnn_triton.profiler.cost import CONVENTIONS, RunCost, step_cost
 from ndsnn_triton.sparse.validation import check_density
 
 METHODS = ("dense", "static", "set", "rigl", "ndsnn", "lth")
@@ -254,12 +252,14 @@ def _plots(
     for setup in setups:
         final = schedules_at_target[setup.name]["ndsnn"].segments[-1].densities
         names = schedules_at_target[setup.name]["ndsnn"].layer_names
-        d = density_vector(setup.table, dict(zip(names, final, strict=True)))
-        r = rate_vector(setup.table, a.spike_rate)
-        f, i, w = step_terms(setup.table, d, r, a.batch, "snn", False)
-        fd, id_, wd = step_terms(setup.table, np.ones_like(d), r, a.batch, "snn", False)
-        sparse = {"forward": f, "input_grad": i, "weight_grad": w}
-        dense = {"forward": fd, "input_grad": id_, "weight_grad": wd}
+        sparse_step = step_cost(
+            setup.table, dict(zip(names, final, strict=True)), a.spike_rate, a.batch, "snn"
+        )
+        dense_step = step_cost(setup.table, None, a.spike_rate, a.batch, "snn")
+        sparse, dense = (
+            {"forward": c.forward, "input_grad": c.input_grad, "weight_grad": c.weight_grad}
+            for c in (sparse_step, dense_step)
+        )
         title = f"per-layer FLOPs of one step, NDSNN at {target:.0%} sparsity vs dense (snn, r={_rate_label(a)})"
         figures.append(
             plots.layer_breakdown(

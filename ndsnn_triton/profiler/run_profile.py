@@ -91,6 +91,11 @@ def run_table(run_dir: str | Path) -> tuple[dict[str, Any], LayerTable]:
     return config, table
 
 
+def _logged_rates(table: LayerTable, logged: dict[str, float]) -> np.ndarray:
+    """``r_l`` from a log record; a layer missing from it (not run since the last record) counts as 1."""
+    return rate_vector(table, {**{layer.name: 1.0 for layer in table.layers}, **logged})
+
+
 def measured_segments(
     table: LayerTable, records: list[dict[str, Any]]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -103,20 +108,17 @@ def measured_segments(
     steps, dens, flags, rates = [], [], [], []
     for i, rec in enumerate(records):
         d = density_vector(table, rec["densities"])
-        r = rate_vector(
-            table, {**{layer.name: 1.0 for layer in table.layers}, **rec["spike_rates"]}
-        )
+        r = _logged_rates(table, rec["spike_rates"])
         steps.append(1)
         dens.append(d)
         flags.append(bool(rec.get("dense_grad", False)))
         rates.append(r)
         gap = (records[i + 1]["step"] - rec["step"] - 1) if i + 1 < len(records) else 0
         if gap > 0:
-            nxt = records[i + 1]["spike_rates"]
             steps.append(gap)
             dens.append(d)
             flags.append(False)
-            rates.append(rate_vector(table, {**{layer.name: 1.0 for layer in table.layers}, **nxt}))
+            rates.append(_logged_rates(table, records[i + 1]["spike_rates"]))
     return np.array(steps), np.array(dens), np.array(flags), np.array(rates)
 
 

@@ -71,16 +71,23 @@ def set_masks(model: nn.Module, masks: Mapping[str, Tensor]) -> None:
         layer.set_mask(masks[name].to(layer.mask.device))
 
 
+def densities_of(model: nn.Module) -> dict[str, float]:
+    """Per-layer kept fraction (one host synchronisation for all layers)."""
+    layers = masked_layers(model)
+    counts = torch.stack([layer.mask.sum() for _, layer in layers]).tolist()
+    return {name: c / layer.mask.numel() for (name, layer), c in zip(layers, counts, strict=True)}
+
+
+def overall_density(model: nn.Module, densities: Mapping[str, float] | None = None) -> float:
+    """Kept fraction of all maskable weights, from per-layer ``densities`` (measured if not given)."""
+    densities = densities_of(model) if densities is None else densities
+    sizes = {name: layer.mask.numel() for name, layer in masked_layers(model)}
+    return sum(densities[name] * size for name, size in sizes.items()) / sum(sizes.values())
+
+
 def model_density(model: nn.Module) -> float:
     """Kept fraction of all maskable weights."""
-    layers = [layer for _, layer in masked_layers(model)]
-    total = sum(layer.mask.numel() for layer in layers)
-    return sum(int(layer.mask.sum()) for layer in layers) / total
-
-
-def densities_of(model: nn.Module) -> dict[str, float]:
-    """Per-layer kept fraction."""
-    return {name: layer.density for name, layer in masked_layers(model)}
+    return overall_density(model)
 
 
 @torch.no_grad()

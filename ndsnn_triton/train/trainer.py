@@ -40,6 +40,7 @@ from ndsnn_triton.nn import (
     temporal_cross_entropy,
 )
 from ndsnn_triton.profiler.monitor import SpikeRateMonitor
+from ndsnn_triton.sparse.masks import densities_of, overall_density
 from ndsnn_triton.sparse.methods import SparseMethod
 from ndsnn_triton.train import distributed
 from ndsnn_triton.train.checkpoint import (
@@ -308,7 +309,7 @@ class Trainer:
                 csv.DictWriter(f, CSV_FIELDS).writeheader()
 
         progress = Progress(total, pos.step, enabled=self.cfg.progress)
-        densities = self._densities()
+        densities = densities_of(self.model)
         interval = _Interval()
         stopped_early = False
         start_clock = time.perf_counter()
@@ -347,7 +348,7 @@ class Trainer:
                             interval = _Interval()
                         force_log = update
                         if update:
-                            densities = self._densities()
+                            densities = densities_of(self.model)
                             if self.cfg.check_masks:
                                 distributed.assert_masks_agree(self.model, step)
                         pos.step += 1
@@ -372,7 +373,7 @@ class Trainer:
                         self._evaluate(pos.step, data_epoch, phases[p].name)
                     if last_of_phase:
                         self.method.on_phase_end(p)
-                        densities = self._densities()
+                        densities = densities_of(self.model)
                         force_log = True
                         pos = Position(p + 1, 0, 0, pos.step, False)
                     self._save_timed(pos, start_clock)
@@ -471,7 +472,7 @@ class Trainer:
             "phase": phase,
             "test_loss": loss,
             "test_acc": acc,
-            "density": self._overall(),
+            "density": overall_density(self.model),
         }
         self.eval_history.append(record)
         with open(self.out / "eval.jsonl", "a") as f:
@@ -479,17 +480,6 @@ class Trainer:
         distributed.barrier()
 
     # ------------------------------------------------------------------ logging
-
-    def _densities(self) -> dict[str, float]:
-        layers = masked_layers(self.model)
-        counts = torch.stack([m.mask.sum() for _, m in layers]).tolist()
-        return {name: c / m.mask.numel() for (name, m), c in zip(layers, counts, strict=True)}
-
-    def _overall(self) -> float:
-        layers = masked_layers(self.model)
-        return sum(m.density * m.mask.numel() for _, m in layers) / sum(
-            m.mask.numel() for _, m in layers
-        )
 
     def _log(
         self,
@@ -505,7 +495,6 @@ class Trainer:
         if not distributed.is_main():
             monitor.reset()
             return
-        sizes = {name: m.mask.numel() for name, m in masked_layers(self.model)}
         record = {
             "step": step,
             "epoch": epoch,
@@ -513,7 +502,7 @@ class Trainer:
             "loss": float(interval.loss) / interval.seen,
             "acc": float(interval.correct) / interval.seen,
             "lr": lr,
-            "density": sum(densities[n] * sizes[n] for n in sizes) / sum(sizes.values()),
+            "density": overall_density(self.model, densities),
             "densities": densities,
             "spike_rates": monitor.rates(),
             "dense_grad": self.method.needs_dense_grad(step),
@@ -553,8 +542,8 @@ class Trainer:
             "wall_time_s": self.elapsed,
             "skipped_steps": self.skipped_steps,
             "steps": total_steps,
-            "density": self._overall(),
-            "densities": self._densities(),
+            "density": overall_density(self.model),
+            "densities": densities_of(self.model),
             "method": self.method.config(),
             "dataset": self.data.name,
             "device": str(self.device),
