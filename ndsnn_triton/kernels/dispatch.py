@@ -54,11 +54,6 @@ def choose(op: str, sparse: Callable, dense: Callable, args: tuple) -> Callable:
     return sparse if choice == "sparse" else dense
 
 
-def chosen() -> dict[tuple, str]:
-    """The cached ``auto`` decisions (for reports and tests)."""
-    return dict(_CHOICES)
-
-
 def register(op: str, sparse: Callable, dense: Callable, timed: bool = True) -> None:
     """Register ``sparse`` as ``op``'s Triton implementation, with the ``auto`` choice around it."""
 

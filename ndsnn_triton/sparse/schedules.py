@@ -88,18 +88,6 @@ class Schedule:
                 yield step, seg.densities, seg.dense_grad
                 step += 1
 
-    def at(self, step: int) -> Segment:
-        """The segment holding iteration ``step``."""
-        start = 0
-        for seg in self.segments:
-            if step < start + seg.steps:
-                return seg
-            start += seg.steps
-        raise IndexError(f"step {step} is past the schedule's {self.total_steps} iterations")
-
-    def final_density(self) -> float:
-        return self.overall_density(self.segments[-1].densities) if self.segments else 1.0
-
     @classmethod
     def from_dict(cls, data: dict) -> Schedule:
         """Inverse of :meth:`to_dict` (e.g. a run folder's ``schedule.json``)."""
