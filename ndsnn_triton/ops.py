@@ -34,6 +34,8 @@ from ndsnn_triton.kernels.spike_linear import (
 )
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+#: dtypes a binary spike input may come in besides the float ones (1 byte per spike)
+SPIKE_DTYPES = (torch.int8, torch.uint8, torch.bool)
 
 
 def _check_binary(x: Tensor, op: str) -> None:
@@ -59,8 +61,14 @@ def _conv_out_hw(
 
 def _saved_input(x: Tensor, spike_input: bool) -> Tensor:
     """What the backward keeps of a layer input: binary spikes as int8 (1 byte instead of 2 or 4;
-    lossless, the forward checked them), analog input as is. Only the weight gradient reads it."""
+    lossless, the forward checked them; an int8 input is kept as is, without a copy), analog
+    input as is. Only the weight gradient reads it."""
     return x.to(torch.int8) if spike_input else x
+
+
+def _out_dtype(x: Tensor, weight: Tensor) -> torch.dtype:
+    """Float inputs give x's dtype (which equals weight's); integer spikes give weight's."""
+    return x.dtype if x.is_floating_point() else weight.dtype
 
 
 # ----------------------------------------------------------------------------- conv2d
@@ -90,7 +98,7 @@ def _masked_conv2d(
 @_masked_conv2d.register_fake
 def _(x, weight, mask, bias, stride, padding, dilation, groups, spike_input, dense_weight_grad):
     h, w = _conv_out_hw(x.shape[2:], weight.shape[2:], stride, padding, dilation)
-    return x.new_empty((x.shape[0], weight.shape[0], h, w))
+    return x.new_empty((x.shape[0], weight.shape[0], h, w), dtype=_out_dtype(x, weight))
 
 
 @torch.library.custom_op("ndsnn::masked_conv2d_input_grad", mutates_args=())
@@ -197,7 +205,7 @@ def _masked_linear(
 
 @_masked_linear.register_fake
 def _(x, weight, mask, bias, spike_input, dense_weight_grad):
-    return x.new_empty((x.shape[0], weight.shape[0]))
+    return x.new_empty((x.shape[0], weight.shape[0]), dtype=_out_dtype(x, weight))
 
 
 @torch.library.custom_op("ndsnn::masked_linear_input_grad", mutates_args=())
@@ -265,17 +273,29 @@ def _lif_multistep(
     detach_reset: bool,
     surrogate: str,
     alpha: float,
+    int8_spikes: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
     impl = resolve("ndsnn::lif_multistep", lif_forward_ref, x_seq.device.type)
-    return impl(x_seq, v_init, tau, v_threshold, v_reset, decay_input)
+    return impl(x_seq, v_init, tau, v_threshold, v_reset, decay_input, int8_spikes)
 
 
 @_lif_multistep.register_fake
-def _(x_seq, v_init, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha):
+def _(
+    x_seq,
+    v_init,
+    tau,
+    v_threshold,
+    v_reset,
+    decay_input,
+    detach_reset,
+    surrogate,
+    alpha,
+    int8_spikes=False,
+):
     return (
-        x_seq.new_empty(x_seq.shape),
+        x_seq.new_empty(x_seq.shape, dtype=torch.int8 if int8_spikes else x_seq.dtype),
         x_seq.new_empty(x_seq.shape[1:]),
-        x_seq.new_empty(x_seq.shape),
+        x_seq.new_empty(0) if int8_spikes else x_seq.new_empty(x_seq.shape),
     )
 
 
@@ -324,14 +344,21 @@ def _(
 
 
 def _lif_setup_context(ctx, inputs, output):
-    _x, _v, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha = inputs
+    _x, _v, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha = inputs[:9]
+    int8_spikes = len(inputs) > 9 and bool(inputs[9])  # the raw op may be called without it
     _spike_seq, _v_last, h_seq = output
     # Only h is kept: the backward recomputes the spikes from it (S = (H - v_th >= 0)).
     ctx.save_for_backward(h_seq)
     ctx.params = (tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha)
+    ctx.int8_spikes = int8_spikes
 
 
 def _lif_backward(ctx, grad_spike, grad_v_last, _grad_h):
+    if ctx.int8_spikes:
+        raise RuntimeError(
+            "ndsnn::lif_multistep: int8_spikes=True was used on an input that needs a gradient; "
+            "int8 spikes carry none (use float spikes for training)"
+        )
     (h_seq,) = ctx.saved_tensors
     if grad_spike is None:
         grad_spike = torch.zeros_like(h_seq)
@@ -340,7 +367,7 @@ def _lif_backward(ctx, grad_spike, grad_v_last, _grad_h):
     grad_x, grad_v = torch.ops.ndsnn.lif_multistep_backward(
         grad_spike, grad_v_last, h_seq, *ctx.params
     )
-    return grad_x, grad_v, None, None, None, None, None, None, None
+    return grad_x, grad_v, None, None, None, None, None, None, None, None
 
 
 _lif_multistep.register_autograd(_lif_backward, setup_context=_lif_setup_context)
@@ -364,13 +391,22 @@ def _check_tensor(t: object, name: str, op: str) -> Tensor:
 
 
 def _check_weight_mask_bias(
-    op: str, x: Tensor, weight: Tensor, mask: Tensor, bias: Tensor | None
+    op: str, x: Tensor, weight: Tensor, mask: Tensor, bias: Tensor | None, spike_input: bool
 ) -> None:
-    if x.dtype not in FLOAT_DTYPES:
+    if x.dtype in SPIKE_DTYPES:
+        if not spike_input:
+            raise TypeError(
+                f"{op}: an {x.dtype} input must be binary spikes; pass spike_input=True, or give "
+                "analog input as a floating tensor"
+            )
+        if weight.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{op}: weight must be floating, got {weight.dtype}")
+    elif x.dtype not in FLOAT_DTYPES:
         raise TypeError(
-            f"{op}: x must be a floating tensor (float32/float16/bfloat16/float64), got {x.dtype}"
+            f"{op}: x must be a floating tensor (float32/float16/bfloat16/float64) or, for spikes, "
+            f"int8/uint8/bool; got {x.dtype}"
         )
-    if weight.dtype != x.dtype:
+    elif weight.dtype != x.dtype:
         raise TypeError(
             f"{op}: weight dtype {weight.dtype} differs from x dtype {x.dtype}; cast one of them"
         )
@@ -384,8 +420,10 @@ def _check_weight_mask_bias(
         if t is not None and t.device != x.device:
             raise ValueError(f"{op}: {name} is on {t.device} but x is on {x.device}")
     if bias is not None:
-        if bias.dtype != x.dtype:
-            raise TypeError(f"{op}: bias dtype {bias.dtype} differs from x dtype {x.dtype}")
+        if bias.dtype != weight.dtype:
+            raise TypeError(
+                f"{op}: bias dtype {bias.dtype} differs from weight dtype {weight.dtype}"
+            )
         if tuple(bias.shape) != (weight.shape[0],):
             raise ValueError(f"{op}: bias shape {tuple(bias.shape)} should be ({weight.shape[0]},)")
 
@@ -406,15 +444,16 @@ def masked_conv2d(
     """Masked 2-D convolution ``conv2d(x, weight ⊙ mask) + bias``.
 
     Args:
-        x: ``[N, Cin, H, W]`` (N = T·B); binary spikes when ``spike_input`` (checked).
-        weight: ``[Cout, Cin/groups, kh, kw]``, same dtype and device as x.
+        x: ``[N, Cin, H, W]`` (N = T·B); binary spikes when ``spike_input`` (checked), as a
+            float tensor (weight's dtype) or compactly as int8/uint8/bool (no gradient to x then).
+        weight: ``[Cout, Cin/groups, kh, kw]``, floating, on x's device.
         mask: bool, weight's shape; False marks a pruned weight.
         bias: ``[Cout]`` or None.
         spike_input: declares x binary, which lets kernels store and multiply it as spikes.
         dense_weight_grad: if True the backward returns the full dense ``dL/dW`` (what
             gradient-based growth needs); otherwise the weight gradient is zero off the mask.
 
-    Returns: ``[N, Cout, Hout, Wout]``, contiguous, x's dtype.
+    Returns: ``[N, Cout, Hout, Wout]``, contiguous, weight's dtype.
     """
     op = "ndsnn.masked_conv2d"
     for name, t in (("x", x), ("weight", weight), ("mask", mask)):
@@ -436,7 +475,7 @@ def masked_conv2d(
             f"{op}: x has {x.shape[1]} input channels but weight expects {weight.shape[1] * groups} "
             f"(weight shape {tuple(weight.shape)}, groups={groups})"
         )
-    _check_weight_mask_bias(op, x, weight, mask, bias)
+    _check_weight_mask_bias(op, x, weight, mask, bias, spike_input)
     stride_, padding_, dilation_ = (
         _pair(stride, "stride"),
         _pair(padding, "padding"),
@@ -478,11 +517,11 @@ def masked_linear(
     """Masked linear map ``x (weight ⊙ mask)ᵀ + bias``.
 
     Args:
-        x: ``[N, in]``; binary spikes when ``spike_input`` (checked).
+        x: ``[N, in]``; binary spikes when ``spike_input`` (checked), float or int8/uint8/bool.
         weight, mask: ``[out, in]`` (mask bool). bias: ``[out]`` or None.
         dense_weight_grad: as in :func:`masked_conv2d`.
 
-    Returns: ``[N, out]``, x's dtype.
+    Returns: ``[N, out]``, weight's dtype.
     """
     op = "ndsnn.masked_linear"
     for name, t in (("x", x), ("weight", weight), ("mask", mask)):
@@ -495,7 +534,7 @@ def masked_linear(
         raise ValueError(f"{op}: weight must be 2-D [out, in], got shape {tuple(weight.shape)}")
     if x.shape[1] != weight.shape[1]:
         raise ValueError(f"{op}: x has {x.shape[1]} features but weight expects {weight.shape[1]}")
-    _check_weight_mask_bias(op, x, weight, mask, bias)
+    _check_weight_mask_bias(op, x, weight, mask, bias, spike_input)
     return torch.ops.ndsnn.masked_linear(
         x, weight, mask, bias, bool(spike_input), bool(dense_weight_grad)
     )
@@ -533,11 +572,14 @@ def lif_multistep(
     detach_reset: bool = False,
     surrogate: str = "sigmoid",
     alpha: float = 4.0,
+    int8_spikes: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Fused multi-step LIF: ``(x_seq [T, ...], v_init [...]) -> (spike_seq [T, ...], v_last [...])``.
 
     Stateless; SpikingJelly ``LIFNode`` semantics and defaults (see :mod:`ndsnn_triton.kernels.lif`).
     ``v_reset=None`` selects the soft reset. ``surrogate`` is ``"atan"`` or ``"sigmoid"``.
+    ``int8_spikes``: emit the spikes as int8 (a quarter of fp32's bytes, and ``h`` is not written)
+    where no gradient flows back into ``x_seq`` — inference, or an input that needs no gradient.
     """
     op = "ndsnn.lif_multistep"
     _check_tensor(x_seq, "x_seq", op)
@@ -559,6 +601,11 @@ def lif_multistep(
     if v_init.device != x_seq.device:
         raise ValueError(f"{op}: v_init is on {v_init.device} but x_seq is on {x_seq.device}")
     check_lif_params(tau, v_threshold, v_reset, surrogate, alpha, op)
+    if int8_spikes and torch.is_grad_enabled() and (x_seq.requires_grad or v_init.requires_grad):
+        raise ValueError(
+            f"{op}: int8_spikes=True carries no gradient, but x_seq/v_init require one; "
+            "use float spikes for training, or run under torch.no_grad()"
+        )
     v_reset_ = None if v_reset is None else float(v_reset)
     spikes, v_last, _h = torch.ops.ndsnn.lif_multistep(
         x_seq,
@@ -570,6 +617,7 @@ def lif_multistep(
         bool(detach_reset),
         surrogate,
         float(alpha),
+        bool(int8_spikes),
     )
     return spikes, v_last
 

@@ -66,20 +66,25 @@ def lif_forward_ref(
     v_threshold: float,
     v_reset: float | None,
     decay_input: bool,
+    int8_spikes: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Run T steps; returns ``(spike_seq [T,...], v_last [...], h_seq [T,...])`` in x's dtype.
 
-    ``h_seq`` (the charged, pre-reset potential) is what the backward needs.
+    ``h_seq`` (the charged, pre-reset potential) is what the backward needs. With
+    ``int8_spikes`` (no gradient wanted) the spikes come as int8 and ``h_seq`` is empty ``[0]``.
     """
-    spikes = torch.empty_like(x_seq, memory_format=torch.contiguous_format)
-    h_seq = torch.empty_like(spikes)
+    spikes = torch.empty(
+        x_seq.shape, dtype=torch.int8 if int8_spikes else x_seq.dtype, device=x_seq.device
+    )
+    h_seq = x_seq.new_empty(0) if int8_spikes else torch.empty_like(spikes)
     v = v_init.to(x_seq.dtype)
     for t in range(x_seq.shape[0]):
         h = _charge(x_seq[t], v, tau, v_reset, decay_input)
         s = (h - v_threshold >= 0).to(x_seq.dtype)
         v = _reset(h, s, v_threshold, v_reset)
         spikes[t] = s
-        h_seq[t] = h
+        if not int8_spikes:
+            h_seq[t] = h
     return spikes, v.contiguous(), h_seq
 
 
@@ -179,7 +184,8 @@ if HAS_TRITON:
     @triton.jit
     def _lif_fwd_kernel(
         x_ptr, v0_ptr, s_ptr, h_ptr, vlast_ptr, M, T, tau, decay, v_th, v_reset,
-        DECAY_INPUT: tl.constexpr, RESET0: tl.constexpr, SOFT: tl.constexpr, BLOCK: tl.constexpr,
+        DECAY_INPUT: tl.constexpr, RESET0: tl.constexpr, SOFT: tl.constexpr, STORE_H: tl.constexpr,
+        BLOCK: tl.constexpr,
     ):  # fmt: skip
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = offs < M
@@ -206,7 +212,8 @@ if HAS_TRITON:
             else:
                 v = (1.0 - s) * h + s * v_reset
             tl.store(s_ptr + t * M + offs, s.to(s_ptr.dtype.element_ty), mask=m)
-            tl.store(h_ptr + t * M + offs, h.to(h_ptr.dtype.element_ty), mask=m)
+            if STORE_H:
+                tl.store(h_ptr + t * M + offs, h.to(h_ptr.dtype.element_ty), mask=m)
         tl.store(vlast_ptr + offs, v.to(vlast_ptr.dtype.element_ty), mask=m)
 
     @triton.jit
@@ -259,19 +266,22 @@ def lif_forward_triton(
     v_threshold: float,
     v_reset: float | None,
     decay_input: bool,
+    int8_spikes: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Fused multi-step LIF forward: ``(spike_seq, v_last, h_seq)`` as :func:`lif_forward_ref`."""
     x = x_seq.contiguous()
     T = x.shape[0]
     M = x[0].numel()
-    spikes = torch.empty_like(x)
-    h_seq = torch.empty_like(x)
+    spikes = torch.empty_like(x, dtype=torch.int8 if int8_spikes else x.dtype)
+    h_seq = x.new_empty(0) if int8_spikes else torch.empty_like(x)
     v_last = torch.empty(x.shape[1:], dtype=x.dtype, device=x.device)
     reset0 = v_reset is None or v_reset == 0.0
     _lif_fwd_kernel[(cdiv(M, _LIF_BLOCK),)](
-        x, v_init.to(x.dtype).contiguous(), spikes, h_seq, v_last, M, T,
+        # without STORE_H nothing is written through the h pointer: x stands in for the empty h_seq
+        x, v_init.to(x.dtype).contiguous(), spikes, x if int8_spikes else h_seq, v_last, M, T,
         float(tau), 1.0 - 1.0 / float(tau), float(v_threshold), 0.0 if v_reset is None else float(v_reset),
-        DECAY_INPUT=decay_input, RESET0=reset0, SOFT=v_reset is None, BLOCK=_LIF_BLOCK,
+        DECAY_INPUT=decay_input, RESET0=reset0, SOFT=v_reset is None, STORE_H=not int8_spikes,
+        BLOCK=_LIF_BLOCK,
     )  # fmt: skip
     return spikes, v_last, h_seq
 

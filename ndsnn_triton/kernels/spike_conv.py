@@ -3,7 +3,8 @@ sparse Triton kernels with their launchers (below).
 
 Shapes: ``x [N, Cin, H, W]`` (N = T*B), ``weight``/``mask [Cout, Cin/groups, kh, kw]``,
 ``y [N, Cout, Hout, Wout]``. The effective weight is ``weight`` with the pruned positions
-(``mask == False``) set to zero, whatever the stored value there is.
+(``mask == False``) set to zero, whatever the stored value there is. A spike input ``x`` may be
+float or compact (int8/uint8/bool, 1 byte per spike); ``y`` has the weight's dtype.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def masked_conv2d_ref(
     groups: int,
 ) -> Tensor:
     """Forward ``y = conv2d(x, weight ⊙ mask) + bias``, returned contiguous."""
+    x = x.to(weight.dtype)
     y = F.conv2d(x, apply_mask(weight, mask), bias, stride, padding, dilation, groups)
     return y.contiguous()
 
@@ -258,13 +260,14 @@ def masked_conv2d_triton(
     oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     ow = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     index = get_index(mask, oc, c * kh * kw)
-    y = torch.empty((n, oc, oh, ow), dtype=x.dtype, device=x.device)
+    y = torch.empty((n, oc, oh, ow), dtype=weight.dtype, device=x.device)
     positions = n * oh * ow
     block = _block_p(positions)
     wc = weight.contiguous()
     grid = (oc, cdiv(positions, block))
+    xc = x.contiguous()
     _conv_fwd_kernel[grid](
-        x.contiguous(), wc, bias if bias is not None else wc, index.row_ptr, index.col_idx, index.row_order, y,
+        xc.view(torch.int8) if xc.dtype == torch.bool else xc, wc, bias if bias is not None else wc, index.row_ptr, index.col_idx, index.row_order, y,
         n, c, h, w, oc, oh, ow, c * kh * kw,
         stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
         KH=kh, KW=kw, HAS_BIAS=bias is not None, BLOCK_P=block,

@@ -18,8 +18,8 @@ from ndsnn_triton.kernels.spike_conv import (
 
 
 def masked_linear_ref(x: Tensor, weight: Tensor, mask: Tensor, bias: Tensor | None) -> Tensor:
-    """Forward ``y = x (weight ⊙ mask)ᵀ + bias``."""
-    return F.linear(x, apply_mask(weight, mask), bias).contiguous()
+    """Forward ``y = x (weight ⊙ mask)ᵀ + bias`` (``x`` float, or int8/uint8/bool spikes)."""
+    return F.linear(x.to(weight.dtype), apply_mask(weight, mask), bias).contiguous()
 
 
 def masked_linear_input_grad_ref(grad_out: Tensor, weight: Tensor, mask: Tensor) -> Tensor:

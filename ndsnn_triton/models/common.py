@@ -46,6 +46,11 @@ class DirectEncoder(nn.Module):
         return self.bn(self.conv(x))
 
 
+def as_float(x: Tensor, like: Tensor) -> Tensor:
+    """``x`` as is if floating, else (compact int8 spikes) converted to ``like``'s dtype."""
+    return x if x.is_floating_point() else x.to(like.dtype)
+
+
 def check_model_input(
     x: Tensor, T: int, in_channels: int, image_size: int | None, model: str
 ) -> None:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ndsnn_triton.models.common import (
     DirectEncoder,
+    as_float,
     check_model_input,
     check_T,
     init_weights,
@@ -109,7 +110,7 @@ class SpikingResNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         check_model_input(x, self.T, self.in_channels, None, "resnet")
         x = self.layers(self.lif0(self.encoder(x)))
-        x = self.avgpool(x).flatten(2)
+        x = self.avgpool(as_float(x, self.fc1.weight)).flatten(2)
         return self.fc2(self.lif_fc(self.fc1(x)))
 
 

@@ -17,7 +17,7 @@ from ndsnn_triton.models.common import (
     init_weights,
     make_lif,
 )
-from ndsnn_triton.nn import SeqToANNContainer, SpikeConv2d, SpikeLinear
+from ndsnn_triton.nn import SeqToANNContainer, SpikeConv2d, SpikeLinear, SpikeMaxPool2d
 
 
 class SmallSpikingCNN(nn.Module):
@@ -43,11 +43,11 @@ class SmallSpikingCNN(nn.Module):
             SpikeConv2d(width, 2 * width, 3, padding=1),
             SeqToANNContainer(nn.BatchNorm2d(2 * width)),
             make_lif(neuron),
-            SeqToANNContainer(nn.MaxPool2d(2)),
+            SeqToANNContainer(SpikeMaxPool2d(2)),
             SpikeConv2d(2 * width, 2 * width, 3, padding=1),
             SeqToANNContainer(nn.BatchNorm2d(2 * width)),
             make_lif(neuron),
-            SeqToANNContainer(nn.MaxPool2d(2)),
+            SeqToANNContainer(SpikeMaxPool2d(2)),
         )
         self.classifier = SpikeLinear(2 * width * (image_size // 4) ** 2, num_classes)
         init_weights(self, linear_std=None)

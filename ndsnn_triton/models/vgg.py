@@ -18,12 +18,13 @@ from torch import Tensor, nn
 
 from ndsnn_triton.models.common import (
     DirectEncoder,
+    as_float,
     check_model_input,
     check_T,
     init_weights,
     make_lif,
 )
-from ndsnn_triton.nn import SeqToANNContainer, SpikeConv2d, SpikeLinear
+from ndsnn_triton.nn import SeqToANNContainer, SpikeConv2d, SpikeLinear, SpikeMaxPool2d
 
 #: VGG-16 configuration D: channel counts, "M" = 2×2 max pool.
 CFG_D: tuple[int | str, ...] = (
@@ -77,7 +78,7 @@ class SpikingVGG(nn.Module):
         channels = first
         for c in cfg[1:]:
             if c == "M":
-                layers.append(SeqToANNContainer(nn.MaxPool2d(2)))
+                layers.append(SeqToANNContainer(SpikeMaxPool2d(2)))
             else:
                 assert isinstance(c, int)
                 layers += [
@@ -96,7 +97,9 @@ class SpikingVGG(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_model_input(x, self.T, self.in_channels, self.image_size, "vgg")
-        x = self.avgpool(self.features(self.encoder(x)))
+        x = self.features(self.encoder(x))
+        if not isinstance(self.avgpool, nn.Identity):  # averaging needs float, even for int8 spikes
+            x = self.avgpool(as_float(x, self.classifier.weight))
         return self.classifier(x.flatten(2))
 
 

@@ -8,7 +8,8 @@ from ndsnn_triton.nn.layers import (
     dense_weight_grads,
     masked_layers,
 )
-from ndsnn_triton.nn.lif import LIF, reset_net
+from ndsnn_triton.nn.lif import LIF, reset_net, set_compact_spikes
+from ndsnn_triton.nn.pool import SpikeMaxPool2d
 from ndsnn_triton.nn.readout import predict, temporal_cross_entropy
 from ndsnn_triton.nn.seq import SeqToANNContainer, flatten_time, unflatten_time
 from ndsnn_triton.nn.surrogate import ATan, Sigmoid, Surrogate
@@ -23,12 +24,14 @@ __all__ = [
     "Sigmoid",
     "SpikeConv2d",
     "SpikeLinear",
+    "SpikeMaxPool2d",
     "Surrogate",
     "dense_weight_grads",
     "flatten_time",
     "masked_layers",
     "predict",
     "reset_net",
+    "set_compact_spikes",
     "temporal_cross_entropy",
     "to_masked",
     "unflatten_time",

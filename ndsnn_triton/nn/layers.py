@@ -18,15 +18,21 @@ from torch import Tensor, nn
 
 from ndsnn_triton.backend import aten_reference_enabled
 from ndsnn_triton.kernels.sparse_index import note_nnz
-from ndsnn_triton.ops import masked_conv2d, masked_linear
+from ndsnn_triton.ops import SPIKE_DTYPES, masked_conv2d, masked_linear
 
 
-def _compute_dtype(x: Tensor) -> torch.dtype:
-    """The dtype the op runs in: autocast's where autocast is on, else x's."""
+def _compute_dtype(x: Tensor, weight: Tensor) -> torch.dtype:
+    """The dtype the op runs in: autocast's where autocast is on, else x's (weight's for
+    compact int8/uint8/bool spikes)."""
     device_type = x.device.type
     if device_type in ("cpu", "cuda", "xpu", "mps") and torch.is_autocast_enabled(device_type):
         return torch.get_autocast_dtype(device_type)
-    return x.dtype
+    return weight.dtype if x.dtype in SPIKE_DTYPES else x.dtype
+
+
+def _op_input(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """x in the compute dtype; compact spikes stay compact (the op reads them as they are)."""
+    return x if x.dtype in SPIKE_DTYPES else x.to(dtype)
 
 
 class MaskedLayer:
@@ -146,7 +152,7 @@ class SpikeConv2d(MaskedLayer, nn.Conv2d):
         if not isinstance(x, Tensor) or x.dim() != 5:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"SpikeConv2d: input must be [T, B, C, H, W] (5-D), got {shape}")
-        dtype = _compute_dtype(x)
+        dtype = _compute_dtype(x, self.weight)
         bias = None if self.bias is None else self.bias.to(dtype)
         if aten_reference_enabled():
             w = (self.weight * self.mask).to(dtype)
@@ -161,7 +167,7 @@ class SpikeConv2d(MaskedLayer, nn.Conv2d):
             )
             return y.unflatten(0, x.shape[:2])
         y = masked_conv2d(
-            x.flatten(0, 1).to(dtype),
+            _op_input(x.flatten(0, 1), dtype),
             self.weight.to(dtype),
             self.mask,
             bias,
@@ -204,12 +210,12 @@ class SpikeLinear(MaskedLayer, nn.Linear):
             raise ValueError(
                 f"SpikeLinear: input must be [T, B, in_features] (at least 2-D), got {shape}"
             )
-        dtype = _compute_dtype(x)
+        dtype = _compute_dtype(x, self.weight)
         bias = None if self.bias is None else self.bias.to(dtype)
         if aten_reference_enabled():
             return F.linear(x.to(dtype), (self.weight * self.mask).to(dtype), bias)
         y = masked_linear(
-            x.reshape(-1, x.shape[-1]).to(dtype),
+            _op_input(x.reshape(-1, x.shape[-1]), dtype),
             self.weight.to(dtype),
             self.mask,
             bias,

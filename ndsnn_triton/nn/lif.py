@@ -27,6 +27,10 @@ class LIF(nn.Module):
         decay_input: whether the input is scaled by ``1/tau`` too.
         detach_reset: stop the gradient through the spike in the reset.
         surrogate: :class:`ATan` or :class:`Sigmoid` instance.
+        compact_spikes: emit int8 spikes (1 byte each instead of the input dtype's 2–4) wherever
+            no gradient flows back into the input — inference, evaluation, frozen stems. Spiking
+            layers read them as they are; training passes keep float spikes, which carry the
+            surrogate gradient. See also :func:`set_compact_spikes`.
     """
 
     def __init__(
@@ -37,6 +41,7 @@ class LIF(nn.Module):
         decay_input: bool = True,
         detach_reset: bool = False,
         surrogate: Surrogate | None = None,
+        compact_spikes: bool = False,
     ) -> None:
         super().__init__()
         surrogate = Sigmoid() if surrogate is None else surrogate
@@ -49,6 +54,7 @@ class LIF(nn.Module):
         self.decay_input = bool(decay_input)
         self.detach_reset = bool(detach_reset)
         self.surrogate = surrogate
+        self.compact_spikes = bool(compact_spikes)
         self.v: Tensor | float = self._v_rest
 
     @property
@@ -81,8 +87,7 @@ class LIF(nn.Module):
             v_init = self.v.to(x_seq.dtype)
         else:
             v_init = torch.full(step_shape, self.v, dtype=x_seq.dtype, device=x_seq.device)
-        run = lif_multistep_autograd_ref if aten_reference_enabled() else lif_multistep
-        spikes, self.v = run(
+        args = (
             x_seq,
             v_init,
             self.tau,
@@ -93,13 +98,34 @@ class LIF(nn.Module):
             self.surrogate.name,
             float(self.surrogate.alpha),
         )
+        if aten_reference_enabled():
+            spikes, self.v = lif_multistep_autograd_ref(*args)
+            return spikes.to(torch.int8) if self._int8_output(x_seq, v_init) else spikes
+        spikes, self.v = lif_multistep(*args, int8_spikes=self._int8_output(x_seq, v_init))
         return spikes
+
+    def _int8_output(self, x_seq: Tensor, v_init: Tensor) -> bool:
+        needs_grad = torch.is_grad_enabled() and (x_seq.requires_grad or v_init.requires_grad)
+        return self.compact_spikes and not needs_grad
 
     def extra_repr(self) -> str:
         return (
             f"tau={self.tau:.4g}, v_threshold={self.v_threshold}, v_reset={self.v_reset}, "
             f"decay_input={self.decay_input}, detach_reset={self.detach_reset}, surrogate={self.surrogate!r}"
+            + (", compact_spikes=True" if self.compact_spikes else "")
         )
+
+
+def set_compact_spikes(model: nn.Module, enabled: bool = True) -> int:
+    """Switch int8 spike output on or off for every :class:`LIF` of ``model``; returns how many.
+
+    With it on, an inference forward hands 1-byte spikes from each neuron to the next spiking layer
+    (SpikeConv2d/SpikeLinear, max pooling, residual adds); results are unchanged.
+    """
+    lifs = [m for m in model.modules() if isinstance(m, LIF)]
+    for m in lifs:
+        m.compact_spikes = bool(enabled)
+    return len(lifs)
 
 
 def reset_net(model: nn.Module) -> None:
