@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
+
+from bench.environment import environment
 
 RESULTS: dict[str, list[dict]] = {}
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -34,36 +33,11 @@ def record(suite: str, row: dict) -> None:
     RESULTS.setdefault(suite, []).append(row)
 
 
-def _environment() -> dict:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
-    import triton
-
-    return {
-        "device": torch.cuda.get_device_name()
-        if torch.cuda.is_available()
-        else platform.processor() or "cpu",
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "cuda": torch.version.cuda,
-        "commit": commit,
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-
-
 def pytest_sessionfinish(session, exitstatus):
     if not RESULTS or not torch.cuda.is_available():
         return
     RESULTS_DIR.mkdir(exist_ok=True)
-    env = _environment()
+    env = environment()
     tag = env["device"].replace(" ", "_")
     for suite, rows in RESULTS.items():
         path = Path(os.environ.get("NDSNN_BENCH_OUT", RESULTS_DIR)) / f"{suite}-{tag}.json"
