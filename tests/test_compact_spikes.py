@@ -212,3 +212,27 @@ def test_spike_memory_report_restores_the_model():
     assert (
         report["train_saved"]["ndsnn"]["total"] < report["train_saved"]["aten_reference"]["total"]
     )
+
+
+def test_recorded_spike_memory_is_current_and_readme_quotes_it():
+    """bench/results/spike_memory.json matches a fresh count, and README's table quotes it."""
+    import json
+    from pathlib import Path
+
+    from bench.spike_memory import measure
+
+    root = Path(__file__).resolve().parents[1]
+    recorded = json.loads((root / "bench" / "results" / "spike_memory.json").read_text())["results"]
+    fresh = measure(tuple(recorded[0]["batches"]), recorded[0]["T"])
+    assert [r["per_sample_bytes"] for r in fresh] == [r["per_sample_bytes"] for r in recorded]
+    readme = (root / "README.md").read_text()
+    vgg, resnet = (r["per_sample_bytes"] for r in recorded)
+    mib = lambda v: f"{v / 2**20:.2f}"  # noqa: E731
+    for key in ("train_saved_ndsnn", "train_saved_aten_reference", "saved_spike_inputs_int8"):
+        assert f"| {mib(vgg[key])} MiB | {mib(resnet[key])} MiB |" in readme, key
+    hand = [
+        mib(r[k])
+        for r in (vgg, resnet)
+        for k in ("inference_handoff_float", "inference_handoff_compact")
+    ]
+    assert f"| {hand[0]} / {hand[1]} MiB | {hand[2]} / {hand[3]} MiB |" in readme
