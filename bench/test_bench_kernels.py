@@ -77,8 +77,10 @@ def test_conv_layer(benchmark, layer, density, rate):
     y = masked_conv2d_triton(x, w, mask, None, *geo)
     dy = torch.randn_like(y)
     x8 = x.to(torch.int8)
-    times = {
+    times: dict[str, list[float]] = {
         "triton_fwd": _bench(lambda: masked_conv2d_triton(x, w, mask, None, *geo)),
+        # compact spikes as the forward input (what an inference pass with int8 LIF output hands on)
+        "triton_fwd_int8_input": _bench(lambda: masked_conv2d_triton(x8, w, mask, None, *geo)),
         "triton_dgrad": _bench(
             lambda: masked_conv2d_input_grad_triton(dy, w, mask, list(x.shape), *geo)
         ),
@@ -161,6 +163,9 @@ def test_lif(benchmark, shape):
     gv = torch.zeros_like(v0)
     times = {
         "triton_fwd": _bench(lambda: lif_forward_triton(x, v0, 4 / 3, 1.0, 0.0, True)),
+        "triton_fwd_int8_no_h": _bench(
+            lambda: lif_forward_triton(x, v0, 4 / 3, 1.0, 0.0, True, int8_spikes=True)
+        ),
         "triton_bwd": _bench(
             lambda: lif_backward_triton(gs, gv, hs, 4 / 3, 1.0, 0.0, True, True, "atan", 2.0)
         ),
