@@ -408,6 +408,13 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--energy", action="store_true", help="add the energy estimate (4.6 pJ/MAC, 0.9 pJ/AC)"
     )
+    p.add_argument(
+        "--step-times",
+        default=None,
+        metavar="FILE",
+        help="measured step times (bench/results/step_times-*.json): add GPU seconds per run and "
+        "the wall-clock NDSNN/LTH ratio",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_report)
 
@@ -444,7 +451,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
         report = build_report(
-            args.out, args.models, args.sparsities, assumptions, args.energy, args.spike_rates_from
+            args.out,
+            args.models,
+            args.sparsities,
+            assumptions,
+            args.energy,
+            args.spike_rates_from,
+            args.step_times,
         )
     except ValueError as err:
         raise SystemExit(f"ndsnn report: {err}") from None
@@ -459,6 +472,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     print("\n".join(claim_table(rows, sorted(args.sparsities))))
     print()
     print("\n".join(verdict_lines(report["verdict"], args.models)))
+    if "measured" in report:
+        from ndsnn_triton.profiler.report import measured_lines
+
+        print()
+        print("\n".join(measured_lines(report["measured"])))
     print(
         f"\nwrote {args.out}/report.md, report.json, CSV files and {len(report['figures'])} plots in {report['seconds']:.1f} s"
     )

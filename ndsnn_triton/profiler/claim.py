@@ -201,15 +201,30 @@ def lth_cost(
     a: Assumptions,
 ) -> float:
     """LTH's training FLOPs at ``density`` under ``protocol``."""
+    sched, share = lth_schedule(setup, protocol, density, levels, distribution, a)
+    return run_cost(setup.table, sched, a.spike_rate, a.batch, convention).total * share
+
+
+def lth_schedule(
+    setup: ModelSetup,
+    protocol: str,
+    density: float,
+    levels: Sequence[float],
+    distribution: str,
+    a: Assumptions,
+) -> tuple[Schedule, float]:
+    """The LTH run ``protocol`` charges to ``density``, and the share of it charged.
+
+    ``full-imp``: every IMP round down to ``density`` (share 1); ``dense-plus-retrain``: the dense
+    run plus one retrain at ``density`` (share 1); ``amortized``: one IMP run to the lowest of
+    ``levels``, shared equally by the levels (share ``1 / len(levels)``).
+    """
     check_protocol(protocol)
     if protocol == "full-imp":
-        sched = schedule_of(setup, "lth", a, density, distribution)
-        return run_cost(setup.table, sched, a.spike_rate, a.batch, convention).total
+        return schedule_of(setup, "lth", a, density, distribution), 1.0
     if protocol == "dense-plus-retrain":
-        sched = schedule_of(setup, "lth", a, density, distribution, rounds=1)
-        return run_cost(setup.table, sched, a.spike_rate, a.batch, convention).total
-    sched = schedule_of(setup, "lth", a, min(levels), distribution)
-    return run_cost(setup.table, sched, a.spike_rate, a.batch, convention).total / len(levels)
+        return schedule_of(setup, "lth", a, density, distribution, rounds=1), 1.0
+    return schedule_of(setup, "lth", a, min(levels), distribution), 1.0 / len(levels)
 
 
 def ndsnn_cost(

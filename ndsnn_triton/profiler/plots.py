@@ -155,3 +155,36 @@ def ratio_vs_sparsity(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def flops_vs_seconds(rows: Sequence[Mapping], sparsity: float, path: Path) -> Path:
+    """Each method's run cost in FLOPs (x) against measured GPU seconds (y), both × one dense run;
+    one panel per model, one marker per measured configuration. ``rows``: dicts with ``model``,
+    ``config``, ``method``, ``flops_x_dense``, ``seconds_x_dense``."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    configs = list(dict.fromkeys(r["config"] for r in rows))
+    markers = "osD^vP*X"
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.6), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        top = 0.0
+        for ci, config in enumerate(configs):
+            for r in rows:
+                if r["model"] != model or r["config"] != config:
+                    continue
+                color = METHOD_STYLE.get(r["method"], ("tab:purple", "-"))[0]
+                ax.scatter(
+                    r["flops_x_dense"], r["seconds_x_dense"], color=color, marker=markers[ci % 8]
+                )
+                ax.annotate(
+                    r["method"], (r["flops_x_dense"], r["seconds_x_dense"]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points",
+                )  # fmt: skip
+                top = max(top, r["flops_x_dense"], r["seconds_x_dense"])
+            ax.scatter([], [], color="gray", marker=markers[ci % 8], label=config)
+        ax.plot([0, top], [0, top], color="gray", lw=0.8, ls=":", label="seconds = FLOPs")
+        ax.set_title(f"{_title(model)}: cost × dense run, {sparsity:.0%} sparsity")
+        ax.set_xlabel("training FLOPs (snn convention) × dense")
+        ax.set_ylabel("measured GPU seconds × dense (same config)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)

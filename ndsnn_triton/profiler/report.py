@@ -2,7 +2,10 @@
 
 Writes to the output folder: ``report.md``, ``report.json`` (assumptions, every claim-check row,
 the verdict, per-method costs), ``claim_check.csv``, ``method_costs.csv``, and the plots with the
-data behind each (``*.png`` + ``*.json``).
+data behind each (``*.png`` + ``*.json``). Given a step-times file measured on a GPU (see
+:mod:`ndsnn_triton.profiler.measured`), it adds the wall-clock NDSNN/LTH ratio next to the FLOP
+ratio (``measured_claim.csv``), each method's GPU seconds (``measured_costs.csv``) and
+``cost_flops_vs_seconds.png``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,12 @@ from ndsnn_triton.profiler.claim import (
     setup_model,
 )
 from ndsnn_triton.profiler.cost import CONVENTIONS, RunCost, step_cost
+from ndsnn_triton.profiler.measured import (
+    interpolation_note,
+    load_step_times,
+    measured_claim,
+    measured_method_costs,
+)
 from ndsnn_triton.sparse.validation import check_density
 
 METHODS = ("dense", "static", "set", "rigl", "ndsnn", "lth")
@@ -141,8 +150,12 @@ def build_report(
     assumptions: Assumptions | None = None,
     energy: bool = False,
     rates_source: str | None = None,
+    step_times: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Run the whole analytic comparison and write the report folder; returns ``report.json``'s content."""
+    """Run the whole analytic comparison and write the report folder; returns ``report.json``'s content.
+
+    ``step_times``: a measured step-times JSON file; adds the measured GPU-time section.
+    """
     start = time.perf_counter()
     a = assumptions or Assumptions()
     if not models:
@@ -150,6 +163,12 @@ def build_report(
     for s in sparsities:
         check_density(1.0 - s, f"1 - sparsity ({s})")
     sparsities = sorted(sparsities)
+    times = load_step_times(step_times) if step_times is not None else None
+    if times is not None and not any(model in models for model, _ in times):
+        raise ValueError(
+            f"step-times file {step_times} measures {sorted({m for m, _ in times})}, none of the "
+            f"report's models {list(models)}"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     setups = [setup_model(m, a) for m in models]
@@ -181,6 +200,10 @@ def build_report(
     figures = _plots(
         out, setups, a, rows, runs_at_target, schedules_at_target, units, target, sparsities
     )
+    measured = None
+    if times is not None:
+        measured = _measured_section(out, setups, a, times, sparsities, step_times)
+        figures.append(out / measured["figure"])
     report = {
         "version": __version__,
         "assumptions": a.describe() | ({"spike_rates_from": rates_source} if rates_source else {}),
@@ -194,6 +217,8 @@ def build_report(
         "figures": [p.name for p in figures],
         "seconds": time.perf_counter() - start,
     }
+    if measured is not None:
+        report["measured"] = measured
     (out / "report.json").write_text(json.dumps(report, indent=1))
     _write_csv(out / "claim_check.csv", report["claim_check"])
     _write_csv(out / "method_costs.csv", method_rows)
@@ -201,6 +226,75 @@ def build_report(
         "\n".join(_markdown(report, rows, verdict, sparsities, models, figures, energy)) + "\n"
     )
     return report
+
+
+def _measured_section(
+    out: Path,
+    setups,
+    a: Assumptions,
+    times,
+    sparsities: Sequence[float],
+    source: str | Path,
+) -> dict[str, Any]:
+    """Price every schedule with the measured step times; write CSVs and the FLOPs-vs-seconds plot."""
+    claim = [asdict(r) for r in measured_claim(setups, a, times, sparsities)]
+    target = max(sparsities)
+    costs = []
+    for setup in setups:
+        for (model, config), t in times.items():
+            if model == setup.name:
+                per_method = measured_method_costs(setup, a, t, 1.0 - target, METHODS)
+                costs += [
+                    {"model": model, "config": config, "method": m, "sparsity": target, **c}
+                    for m, c in per_method.items()
+                ]
+    notes = [
+        note
+        for t in times.values()
+        if (note := interpolation_note(t, [1.0 - s for s in sparsities] + [1.0])) is not None
+    ]
+    _write_csv(out / "measured_claim.csv", claim)
+    _write_csv(out / "measured_costs.csv", costs)
+    figure = plots.flops_vs_seconds(costs, target, out / "cost_flops_vs_seconds.png")
+    (out / "cost_flops_vs_seconds.json").write_text(json.dumps(costs))
+    return {
+        "source": str(source),
+        "environment": json.loads(Path(source).read_text()).get("environment", {}),
+        "claim": claim,
+        "method_costs": costs,
+        "notes": notes,
+        "figure": figure.name,
+    }
+
+
+def measured_lines(measured: dict[str, Any]) -> list[str]:
+    """Markdown: the wall-clock NDSNN/LTH ratio next to the FLOP ratio and the paper's number."""
+    env = measured["environment"]
+    lines = [
+        f"Step times measured on {env.get('device', '?')} (torch {env.get('torch', '?')}, "
+        f"Triton {env.get('triton', '?')}, commit {str(env.get('commit', '?'))[:10]}), "
+        f"from `{Path(measured['source']).name}`; each schedule priced by its overall density.",
+        "",
+        "| model | config | LTH protocol | sparsity | NDSNN/LTH GPU seconds | NDSNN/LTH FLOPs (snn) | paper |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in measured["claim"]:
+        lines.append(
+            f"| {plots._title(r['model'])} | {r['config']} | {r['protocol']} | {100 * r['sparsity']:g}% "
+            f"| {_fmt_pct(r['ratio_seconds'])}% | {_fmt_pct(r['ratio_flops'])}% | {_fmt_pct(r['paper_ratio'])}% |"
+        )
+    lines += [
+        "",
+        "| model | config | method | FLOPs × dense | GPU seconds × dense | mask-update share of time |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in measured["method_costs"]:
+        share = r["update_seconds"] / r["seconds"] if r["seconds"] else 0.0
+        lines.append(
+            f"| {plots._title(r['model'])} | {r['config']} | {r['method']} | {r['flops_x_dense']:.3f} "
+            f"| {r['seconds_x_dense']:.3f} | {100 * share:.2f}% |"
+        )
+    return lines + [f"- {n}" for n in measured["notes"]]
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -338,6 +432,8 @@ def _markdown(report, rows, verdict, sparsities, models, figures, energy) -> lis
         if energy:
             cells.append(f"{r['energy_j']:.3g}")
         lines.append("| " + " | ".join(cells) + " |")
+    if "measured" in report:
+        lines += ["", "## Measured GPU time", "", *measured_lines(report["measured"])]
     lines += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures]
     lines += [
         "",
