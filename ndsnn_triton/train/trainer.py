@@ -120,6 +120,40 @@ class _Interval:
         self.steps += 1
 
 
+def forward_backward(
+    model: nn.Module,
+    forward_model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    dense_grad: bool,
+    amp: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward over T (bf16 autocast if ``amp``), ``mean_t`` cross-entropy, backward into cleared
+    gradients; dense weight gradients if ``dense_grad``. Returns ``(loss, output [T, B, classes])``.
+
+    ``forward_model`` is ``model`` or its DDP wrapper.
+    """
+    dense_ctx = dense_weight_grads(model) if dense_grad else contextlib.nullcontext()
+    with dense_ctx, torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        out = forward_model(x)
+        loss = temporal_cross_entropy(out, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss, out
+
+
+def sparse_optimizer_step(
+    method: SparseMethod, optimizer: torch.optim.Optimizer, step: int
+) -> None:
+    """The optimizer step of iteration ``step`` with the method's hooks around it: growth scores
+    and masking of the gradient before, mask re-application (and on update steps the mask update)
+    after."""
+    method.before_optimizer_step(step)
+    optimizer.step()
+    method.after_optimizer_step(step, optimizer)
+
+
 class Trainer:
     """Trains ``model`` with ``method`` on ``data``; writes logs and checkpoints to ``out_dir``."""
 
@@ -399,16 +433,15 @@ class Trainer:
         """One iteration; returns (loss sum, correct count), or None if it was skipped."""
         self.model.train()
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-        dense_ctx = (
-            dense_weight_grads(self.model)
-            if self.method.needs_dense_grad(step)
-            else contextlib.nullcontext()
+        loss, out = forward_backward(
+            self.model,
+            self.forward_model,
+            self.optimizer,
+            x,
+            y,
+            self.method.needs_dense_grad(step),
+            self.amp,
         )
-        with dense_ctx, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            out = self.forward_model(x)
-            loss = temporal_cross_entropy(out, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         problem = self._nonfinite(loss)
         if problem is not None:
             reset_net(self.model)
@@ -420,10 +453,8 @@ class Trainer:
             raise FloatingPointError(
                 f"non-finite {problem} at iteration {step}; the last good state is checkpointed in {self.checkpoint_path} (skip such iterations with --skip-nonfinite)"
             )
-        self.method.before_optimizer_step(step)
-        self.optimizer.step()
+        sparse_optimizer_step(self.method, self.optimizer, step)
         self.scheduler.step()
-        self.method.after_optimizer_step(step, self.optimizer)
         reset_net(self.model)
         correct = (predict(out.detach()) == y).sum()
         return loss.detach() * y.shape[0], correct

@@ -1,0 +1,203 @@
+"""End-to-end training-step benchmarks: VGG-16 and ResNet-19, B = 64, T = 5, 32×32.
+
+One step is what the trainer runs (:func:`forward_backward` + :func:`sparse_optimizer_step`):
+forward over T, ``mean_t`` cross-entropy, backward, SGD with momentum, masks re-applied to weights
+and optimizer state. Per model, configuration and overall weight density (uniform layer-wise
+split, random masks) it records
+
+* ``kind="train"``: an ordinary step (weight gradient at mask positions only; a ``static`` method);
+* ``kind="update"``: a mask-update step (dense weight gradient + RigL/NDSNN drop-and-grow with
+  ζ = 0.3), then the compressed-index rebuild of every layer after that mask change
+  (``kind="rebuild"``);
+
+with ``triton.testing.do_bench`` medians and quantiles, the peak GPU memory of one step and the
+measured mean input spike rate. Configurations: ``auto_*`` runs the ``ndsnn`` ops on backend
+``auto`` (Triton where it wins, else cuDNN), ``dense_*`` the same model on backend ``torch``
+(cuDNN/cuBLAS on the masked dense weight, eager LIF), each in bf16 autocast and in fp32.
+``bench/results/step_times-<device>.json`` feeds ``ndsnn report --step-times``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+import ndsnn_triton
+from bench.conftest import record
+from ndsnn_triton.kernels.sparse_index import build_index
+from ndsnn_triton.models import build_model
+from ndsnn_triton.nn import masked_layers, reset_net
+from ndsnn_triton.profiler import SpikeRateMonitor
+from ndsnn_triton.sparse.methods import SparseMethod, build_method
+from ndsnn_triton.train.trainer import forward_backward, sparse_optimizer_step
+
+B, T = 64, 5
+MODELS = ["vgg16", "resnet19"]
+DENSITIES = [1.0, 0.1, 0.05, 0.02, 0.01]
+#: config -> (backend, bf16 autocast)
+CONFIGS = {
+    "auto_bf16": ("auto", True),
+    "auto_fp32": ("auto", False),
+    "dense_bf16": ("torch", True),
+    "dense_fp32": ("torch", False),
+}
+QUANTILES = [0.5, 0.2, 0.8]
+
+
+class StepCase:
+    """A model, its sparse method, an optimizer and one batch, ready to run training steps."""
+
+    def __init__(
+        self, model_name: str, density: float, kind: str, device: str, batch: int, steps_T: int
+    ):
+        torch.manual_seed(0)
+        kwargs = {"num_classes": 10, "T": steps_T}
+        size, channels = (8, 1) if model_name == "small" else (32, 3)
+        self.model = build_model(model_name, **kwargs).to(device)
+        if kind == "update":  # every step after the first updates the masks
+            self.method: SparseMethod = build_method(
+                "rigl", density=density, distribution="uniform", delta_t=1, stop_fraction=1.0
+            )
+        elif density < 1.0:
+            self.method = build_method("static", density=density, distribution="uniform")
+        else:
+            self.method = build_method("dense")
+        self.method.setup(self.model, steps_per_epoch=10**6, epochs=1)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4
+        )
+        g = torch.Generator().manual_seed(1)
+        self.x = torch.rand(batch, channels, size, size, generator=g).to(device)
+        self.y = torch.randint(0, 10, (batch,), generator=g).to(device)
+        self.kind = kind
+        self.step = 1  # step 0 is never an update step
+
+    def run(self, amp: bool) -> None:
+        dense_grad = self.method.needs_dense_grad(self.step)
+        forward_backward(self.model, self.model, self.optimizer, self.x, self.y, dense_grad, amp)
+        sparse_optimizer_step(self.method, self.optimizer, self.step)
+        reset_net(self.model)
+        if self.kind == "train":
+            return
+        self.step += 1
+
+    def spike_rate(self) -> float:
+        """Mean input non-zero rate of the spike-input layers on this batch."""
+        with torch.no_grad(), SpikeRateMonitor(self.model) as monitor:
+            self.model(self.x)
+        reset_net(self.model)
+        rates = [s.input_rate for s in monitor.stats() if s.spike_input]
+        return sum(rates) / len(rates)
+
+    def rebuild_all(self) -> None:
+        """Rebuild every layer's compressed index from its current mask (what a mask change costs),
+        into buffers of a known size as the kernels do (no host synchronisation)."""
+        if not hasattr(self, "_caps"):
+            self._caps = [int(layer.mask.sum()) for _, layer in masked_layers(self.model)]
+        for (_, layer), cap in zip(masked_layers(self.model), self._caps, strict=True):
+            build_index(layer.mask.reshape(layer.mask.shape[0], -1), cap)
+
+    def density(self) -> float:
+        layers = [layer for _, layer in masked_layers(self.model)]
+        kept = sum(int(layer.mask.sum()) for layer in layers)
+        return kept / sum(layer.mask.numel() for layer in layers)
+
+
+def measure_case(
+    case: StepCase, config: str, timer: Callable[[Callable[[], None]], list[float]]
+) -> list[dict]:
+    """Rows for one case: the step itself and, after a mask update, the index rebuild."""
+    backend, amp = CONFIGS[config]
+    cuda = case.x.device.type == "cuda"
+    with ndsnn_triton.use_backend(backend):
+        case.run(amp)  # warm-up: autotuning, the auto dispatch's timing, index builds
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        case.run(amp)
+        peak = torch.cuda.max_memory_allocated() if cuda else None
+        times = timer(lambda: case.run(amp))
+    base = {
+        "model": case_model(case),
+        "config": config,
+        "backend": backend,
+        "amp_bf16": amp,
+        "batch": case.x.shape[0],
+        "T": case.model.T,
+        "distribution": "uniform",
+        "density": round(case.density(), 6),
+        "spike_rate": case.spike_rate(),
+    }
+    rows = [
+        {
+            **base,
+            "kind": case.kind,
+            "median_ms": times[0],
+            "quantiles_ms": times,
+            "peak_memory_bytes": peak,
+        }
+    ]
+    if case.kind == "update":
+        rebuild = timer(case.rebuild_all)
+        rows.append({**base, "kind": "rebuild", "median_ms": rebuild[0], "quantiles_ms": rebuild})
+    return rows
+
+
+def case_model(case: StepCase) -> str:
+    return {"SpikingVGG": "vgg16", "SpikingResNet": "resnet19"}.get(
+        type(case.model).__name__, "small"
+    )
+
+
+def _do_bench(fn: Callable[[], None]) -> list[float]:
+    import triton
+
+    return [float(v) for v in triton.testing.do_bench(fn, quantiles=QUANTILES, warmup=3, rep=60)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["train", "update"])
+@pytest.mark.parametrize("density", DENSITIES)
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("model", MODELS)
+def test_training_step(benchmark, model, config, density, kind):
+    torch.backends.cudnn.benchmark = True
+    case = StepCase(model, density, kind, "cuda", B, T)
+    rows = measure_case(case, config, _do_bench)
+    for row in rows:
+        record("step_times", row)
+    benchmark.extra_info.update(rows[0])
+    benchmark.group = f"{model} {kind}"
+    backend, amp = CONFIGS[config]
+
+    def step():
+        with ndsnn_triton.use_backend(backend):
+            case.run(amp)
+        torch.cuda.synchronize()
+
+    benchmark.pedantic(step, rounds=3, iterations=1, warmup_rounds=1)
+
+
+def test_step_case_smoke():
+    """CPU smoke run of the same code on the small model: rows in the format the report reads."""
+    import time
+
+    from ndsnn_triton.profiler.measured import parse_step_times
+
+    def once(fn):
+        start = time.perf_counter()
+        fn()
+        ms = (time.perf_counter() - start) * 1e3
+        return [ms, ms, ms]
+
+    rows = []
+    for kind in ("train", "update"):
+        for density in (1.0, 0.1):
+            case = StepCase("small", density, kind, "cpu", 4, 2)
+            rows += measure_case(case, "dense_fp32", once)
+    times = parse_step_times({"results": rows})[("small", "dense_fp32")]
+    assert list(times.grids["train"][0]) == pytest.approx([0.1, 1.0], abs=1e-3)
+    assert sorted(r["kind"] for r in rows).count("rebuild") == 2
+    assert all(0 < r["spike_rate"] < 1 for r in rows)
