@@ -180,9 +180,13 @@ def test_training_step(benchmark, model, config, density, kind):
     benchmark.pedantic(step, rounds=3, iterations=1, warmup_rounds=1)
 
 
-def test_step_case_smoke():
-    """CPU smoke run of the same code on the small model: rows in the format the report reads."""
+def test_step_case_smoke(tmp_path):
+    """CPU smoke run of the same code on the small model: rows in the format the report reads,
+    drawn by the plot script."""
+    import json
     import time
+
+    from bench.plot import plot_steps
 
     from ndsnn_triton.profiler.measured import parse_step_times
 
@@ -201,3 +205,6 @@ def test_step_case_smoke():
     assert list(times.grids["train"][0]) == pytest.approx([0.1, 1.0], abs=1e-3)
     assert sorted(r["kind"] for r in rows).count("rebuild") == 2
     assert all(0 < r["spike_rate"] < 1 for r in rows)
+    path = tmp_path / "step_times-cpu.json"
+    path.write_text(json.dumps({"results": rows}))
+    assert plot_steps([path], tmp_path / "steps.png").stat().st_size > 0
