@@ -187,7 +187,6 @@ def test_step_case_smoke(tmp_path):
     import time
 
     from bench.plot import plot_steps
-
     from ndsnn_triton.profiler.measured import parse_step_times
 
     def once(fn):
