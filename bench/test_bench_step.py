@@ -53,6 +53,7 @@ class StepCase:
         self, model_name: str, density: float, kind: str, device: str, batch: int, steps_T: int
     ):
         torch.manual_seed(0)
+        self.model_name = model_name
         kwargs = {"num_classes": 10, "T": steps_T}
         size, channels = (8, 1) if model_name == "small" else (32, 3)
         self.model = build_model(model_name, **kwargs).to(device)
@@ -120,7 +121,7 @@ def measure_case(
         peak = torch.cuda.max_memory_allocated() if cuda else None
         times = timer(lambda: case.run(amp))
     base = {
-        "model": case_model(case),
+        "model": case.model_name,
         "config": config,
         "backend": backend,
         "amp_bf16": amp,
@@ -143,12 +144,6 @@ def measure_case(
         rebuild = timer(case.rebuild_all)
         rows.append({**base, "kind": "rebuild", "median_ms": rebuild[0], "quantiles_ms": rebuild})
     return rows
-
-
-def case_model(case: StepCase) -> str:
-    return {"SpikingVGG": "vgg16", "SpikingResNet": "resnet19"}.get(
-        type(case.model).__name__, "small"
-    )
 
 
 def _do_bench(fn: Callable[[], None]) -> list[float]:
