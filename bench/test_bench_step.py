@@ -30,6 +30,7 @@ from ndsnn_triton.kernels.sparse_index import build_index
 from ndsnn_triton.models import build_model
 from ndsnn_triton.nn import masked_layers, reset_net
 from ndsnn_triton.profiler import SpikeRateMonitor
+from ndsnn_triton.sparse.masks import model_density
 from ndsnn_triton.sparse.methods import SparseMethod, build_method
 from ndsnn_triton.train.trainer import forward_backward, sparse_optimizer_step
 
@@ -100,11 +101,6 @@ class StepCase:
         for (_, layer), cap in zip(masked_layers(self.model), self._caps, strict=True):
             build_index(layer.mask.reshape(layer.mask.shape[0], -1), cap)
 
-    def density(self) -> float:
-        layers = [layer for _, layer in masked_layers(self.model)]
-        kept = sum(int(layer.mask.sum()) for layer in layers)
-        return kept / sum(layer.mask.numel() for layer in layers)
-
 
 def measure_case(
     case: StepCase, config: str, timer: Callable[[Callable[[], None]], list[float]]
@@ -128,7 +124,7 @@ def measure_case(
         "batch": case.x.shape[0],
         "T": case.model.T,
         "distribution": "uniform",
-        "density": round(case.density(), 6),
+        "density": round(model_density(case.model), 6),
         "spike_rate": case.spike_rate(),
     }
     rows = [
