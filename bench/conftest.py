@@ -1,4 +1,5 @@
-"""Benchmark setup: CUDA-only cases skip without a GPU; every case's figures go to one JSON file.
+"""Benchmark setup: every case's figures go to one JSON file (CUDA-only cases skip without a GPU:
+see the root ``conftest.py``).
 
 ``pytest bench --benchmark-only`` on a GPU writes ``bench/results/<suite>-<device>.json``;
 ``pytest bench --benchmark-disable`` on a CPU runs the suite as a smoke test (GPU cases skipped).
@@ -10,22 +11,12 @@ import json
 import os
 from pathlib import Path
 
-import pytest
 import torch
 
 from bench.environment import environment
 
 RESULTS: dict[str, list[dict]] = {}
 RESULTS_DIR = Path(__file__).parent / "results"
-
-
-def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs CUDA")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
 
 
 def record(suite: str, row: dict) -> None:

@@ -12,15 +12,6 @@ if not torch.cuda.is_available():
 import ndsnn_triton
 
 
-def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs CUDA")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
-
-
 @pytest.fixture(autouse=True)
 def _torch_backend_and_seed():
     """Each test starts on the default backend with a fixed seed."""
