@@ -30,6 +30,17 @@ from typing import Any
 
 import numpy as np
 
+from ndsnn_triton.profiler.claim import (
+    PAPER_RATIO,
+    PROTOCOLS,
+    Assumptions,
+    ModelSetup,
+    lth_cost,
+    lth_schedule,
+    ndsnn_cost,
+    schedule_of,
+)
+from ndsnn_triton.profiler.cost import run_cost
 from ndsnn_triton.sparse.schedules import Schedule
 
 KINDS = ("train", "update")
@@ -111,16 +122,20 @@ def parse_step_times(data: Any, source: str = "<data>") -> dict[tuple[str, str],
     return out
 
 
-def load_step_times(path: str | Path) -> dict[tuple[str, str], StepTimes]:
-    """Read a step-times JSON file; ``ValueError`` naming the problem if it is not one."""
+def read_step_times_file(path: str | Path) -> dict[str, Any]:
+    """The JSON document of a step-times file; ``ValueError`` if missing or not JSON."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
         raise ValueError(f"step-times file {path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"step-times file {path} is not valid JSON: {err}") from None
-    return parse_step_times(data, str(path))
+
+
+def load_step_times(path: str | Path) -> dict[tuple[str, str], StepTimes]:
+    """Read a step-times JSON file; ``ValueError`` naming the problem if it is not one."""
+    return parse_step_times(read_step_times_file(path), str(path))
 
 
 @dataclass(frozen=True)
@@ -181,25 +196,15 @@ class MeasuredClaimRow:
 
 
 def measured_claim(
-    setups: Sequence[Any],
-    a: Any,
+    setups: Sequence[ModelSetup],
+    a: Assumptions,
     times: Mapping[tuple[str, str], StepTimes],
     sparsities: Sequence[float] = (0.9, 0.95, 0.98, 0.99),
     protocols: Sequence[str] | None = None,
 ) -> list[MeasuredClaimRow]:
     """For every model with measured times, each configuration, protocol and sparsity: the
     NDSNN/LTH ratio of GPU seconds and of FLOPs, both on the schedules of the measured
-    layer-wise distribution. ``setups``/``a``: :func:`~ndsnn_triton.profiler.claim.setup_model`
-    results and :class:`~ndsnn_triton.profiler.claim.Assumptions`."""
-    from ndsnn_triton.profiler.claim import (
-        PAPER_RATIO,
-        PROTOCOLS,
-        lth_cost,
-        lth_schedule,
-        ndsnn_cost,
-        schedule_of,
-    )
-
+    layer-wise distribution."""
     levels = [1.0 - s for s in sparsities]
     rows = []
     for setup in setups:
@@ -233,13 +238,10 @@ def measured_claim(
 
 
 def measured_method_costs(
-    setup: Any, a: Any, times: StepTimes, density: float, methods: Sequence[str]
+    setup: ModelSetup, a: Assumptions, times: StepTimes, density: float, methods: Sequence[str]
 ) -> dict[str, dict[str, float]]:
     """Per method at ``density`` (measured distribution): FLOPs (``snn``) and GPU seconds, each
     also relative to one dense run, plus the seconds spent on mask-update steps."""
-    from ndsnn_triton.profiler.claim import schedule_of
-    from ndsnn_triton.profiler.cost import run_cost
-
     out = {}
     unit_flops = unit_seconds = None
     for method in ("dense", *[m for m in methods if m != "dense"]):

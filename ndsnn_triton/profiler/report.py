@@ -36,9 +36,10 @@ from ndsnn_triton.profiler.claim import (
 from ndsnn_triton.profiler.cost import CONVENTIONS, RunCost, step_cost
 from ndsnn_triton.profiler.measured import (
     interpolation_note,
-    load_step_times,
     measured_claim,
     measured_method_costs,
+    parse_step_times,
+    read_step_times_file,
 )
 from ndsnn_triton.sparse.validation import check_density
 
@@ -163,7 +164,8 @@ def build_report(
     for s in sparsities:
         check_density(1.0 - s, f"1 - sparsity ({s})")
     sparsities = sorted(sparsities)
-    times = load_step_times(step_times) if step_times is not None else None
+    step_doc = read_step_times_file(step_times) if step_times is not None else None
+    times = parse_step_times(step_doc, str(step_times)) if step_doc is not None else None
     if times is not None and not any(model in models for model, _ in times):
         raise ValueError(
             f"step-times file {step_times} measures {sorted({m for m, _ in times})}, none of the "
@@ -202,7 +204,8 @@ def build_report(
     )
     measured = None
     if times is not None:
-        measured = _measured_section(out, setups, a, times, sparsities, step_times)
+        environment = step_doc.get("environment", {})
+        measured = _measured_section(out, setups, a, times, sparsities, step_times, environment)
         figures.append(out / measured["figure"])
     report = {
         "version": __version__,
@@ -235,6 +238,7 @@ def _measured_section(
     times,
     sparsities: Sequence[float],
     source: str | Path,
+    environment: dict[str, Any],
 ) -> dict[str, Any]:
     """Price every schedule with the measured step times; write CSVs and the FLOPs-vs-seconds plot."""
     claim = [asdict(r) for r in measured_claim(setups, a, times, sparsities)]
@@ -259,7 +263,7 @@ def _measured_section(
     (out / "cost_flops_vs_seconds.json").write_text(json.dumps(costs))
     return {
         "source": str(source),
-        "environment": json.loads(Path(source).read_text()).get("environment", {}),
+        "environment": environment,
         "claim": claim,
         "method_costs": costs,
         "notes": notes,
