@@ -81,9 +81,8 @@ class StepCase:
         forward_backward(self.model, self.model, self.optimizer, self.x, self.y, dense_grad, amp)
         sparse_optimizer_step(self.method, self.optimizer, self.step)
         reset_net(self.model)
-        if self.kind == "train":
-            return
-        self.step += 1
+        if self.kind == "update":  # the next step is an update step too
+            self.step += 1
 
     def spike_rate(self) -> float:
         """Mean input non-zero rate of the spike-input layers on this batch."""
