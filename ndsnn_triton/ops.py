@@ -21,7 +21,11 @@ import torch
 from torch import Tensor
 
 from ndsnn_triton.backend import resolve, spike_check_enabled
-from ndsnn_triton.kernels.lif import SURROGATES, lif_backward_ref, lif_forward_ref
+from ndsnn_triton.kernels.lif import lif_backward_ref, lif_forward_ref
+
+# For nn layers: the mask's kept count is recorded at set_mask's host sync, so the kernels' index
+# is sized with no extra host synchronisation.
+from ndsnn_triton.kernels.sparse_index import note_nnz as record_mask_count  # noqa: F401
 from ndsnn_triton.kernels.spike_conv import (
     masked_conv2d_input_grad_ref,
     masked_conv2d_ref,
@@ -32,6 +36,7 @@ from ndsnn_triton.kernels.spike_linear import (
     masked_linear_ref,
     masked_linear_weight_grad_ref,
 )
+from ndsnn_triton.neuron_equations import SURROGATES
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 #: dtypes a binary spike input may come in besides the float ones (1 byte per spike)
@@ -576,7 +581,7 @@ def lif_multistep(
 ) -> tuple[Tensor, Tensor]:
     """Fused multi-step LIF: ``(x_seq [T, ...], v_init [...]) -> (spike_seq [T, ...], v_last [...])``.
 
-    Stateless; SpikingJelly ``LIFNode`` semantics and defaults (see :mod:`ndsnn_triton.kernels.lif`).
+    Stateless; SpikingJelly ``LIFNode`` semantics and defaults (see :mod:`ndsnn_triton.neuron_equations`).
     ``v_reset=None`` selects the soft reset. ``surrogate`` is ``"atan"`` or ``"sigmoid"``.
     ``int8_spikes``: emit the spikes as int8 (a quarter of fp32's bytes, and ``h`` is not written)
     where no gradient flows back into ``x_seq`` — inference, or an input that needs no gradient.

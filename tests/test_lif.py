@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ndsnn_triton import lif_multistep
-from ndsnn_triton.kernels.lif import lif_multistep_autograd_ref
+from ndsnn_triton.neuron_equations import lif_multistep_autograd_ref
 from ndsnn_triton.nn import LIF, ATan, Sigmoid, reset_net
 
 

@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ndsnn_triton.backend import aten_reference_enabled
-from ndsnn_triton.kernels.sparse_index import note_nnz
-from ndsnn_triton.ops import SPIKE_DTYPES, masked_conv2d, masked_linear
+from ndsnn_triton.ops import SPIKE_DTYPES, masked_conv2d, masked_linear, record_mask_count
 
 
 def _compute_dtype(x: Tensor, weight: Tensor) -> torch.dtype:
@@ -66,7 +65,7 @@ class MaskedLayer:
             )
         self.mask.copy_(mask)
         kept = int(self.mask.sum())  # the one host synchronisation of a mask change
-        note_nnz(self.mask, kept)
+        record_mask_count(self.mask, kept)
         self.apply_mask(kept)
 
     @torch.no_grad()

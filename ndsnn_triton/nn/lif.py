@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ndsnn_triton.backend import aten_reference_enabled
-from ndsnn_triton.kernels.lif import lif_multistep_autograd_ref
+from ndsnn_triton.neuron_equations import lif_multistep_autograd_ref
 from ndsnn_triton.nn.surrogate import Sigmoid, Surrogate
 from ndsnn_triton.ops import check_lif_params, lif_multistep
 

@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ndsnn_triton.kernels.lif import heaviside_surrogate, surrogate_backward
+from ndsnn_triton.neuron_equations import heaviside_surrogate, surrogate_backward
 
 
 @dataclass(frozen=True)
