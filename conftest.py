@@ -1,7 +1,22 @@
-"""Shared pytest setup for tests/ and bench/: cases marked ``gpu`` skip without CUDA."""
+"""Shared pytest setup for tests/ and bench/.
+
+* Without CUDA, Triton runs in its interpreter (``TRITON_INTERPRET=1``, set before anything
+  imports Triton), and cases marked ``gpu`` are skipped.
+* Every test starts on a fixed seed, and must leave process-wide state as it found it: the
+  autouse fixture snapshots torch's and the library's settings and the environment before each
+  test, restores them after it, and fails the test that changed them (see ``ndsnn_triton.testing``).
+"""
+
+import os
 
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# Imported after the environment is set: it registers the ndsnn ops.
+from ndsnn_triton.testing import capture_state, changed_settings, restore_state
 
 
 def pytest_collection_modifyitems(config, items):
@@ -11,3 +26,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _process_state_is_left_as_found(request):
+    """Seed, then fail (after restoring it) a test that leaves process-wide state changed."""
+    before = capture_state()
+    torch.manual_seed(0)
+    yield
+    changed = changed_settings(before)
+    restore_state(before)
+    if changed:
+        pytest.fail(
+            f"{request.node.nodeid} left process-wide state changed (restored now): "
+            + "; ".join(changed)
+            + ". Change it inside a context manager (ndsnn_triton.testing.num_threads, "
+            "ndsnn_triton.use_backend, ndsnn_triton.use_spike_check, monkeypatch.setenv, ...).",
+            pytrace=False,
+        )

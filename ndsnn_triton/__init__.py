@@ -13,6 +13,7 @@ from ndsnn_triton.backend import (
     set_spike_check,
     spike_check_enabled,
     use_backend,
+    use_spike_check,
 )
 from ndsnn_triton.ops import lif_multistep, masked_conv2d, masked_linear
 
@@ -27,4 +28,5 @@ __all__ = [
     "set_spike_check",
     "spike_check_enabled",
     "use_backend",
+    "use_spike_check",
 ]

@@ -98,6 +98,18 @@ def set_spike_check(enabled: bool) -> None:
     _check_spikes = bool(enabled)
 
 
+@contextlib.contextmanager
+def use_spike_check(enabled: bool) -> Iterator[None]:
+    """Context manager: run the enclosed block with the binary-spike check on or off, then restore."""
+    global _check_spikes
+    previous = _check_spikes
+    _check_spikes = bool(enabled)
+    try:
+        yield
+    finally:
+        _check_spikes = previous
+
+
 def register_kernel(op_name: str, backend: str = "triton") -> Callable[[Callable], Callable]:
     """Decorator: register ``fn`` as the implementation of ``op_name`` on ``backend``."""
 

@@ -13,6 +13,7 @@ from ndsnn_triton.nn import (
     SpikeConv2d,
     SpikeLinear,
     SpikeMaxPool2d,
+    compact_spikes,
     reset_net,
     set_compact_spikes,
 )
@@ -143,10 +144,14 @@ def test_models_give_identical_outputs_with_compact_spikes(name):
     with torch.no_grad():
         reset_net(model)
         expected = model(images)
-        assert set_compact_spikes(model, True) > 10
-        reset_net(model)
-        got = model(images)
+        with compact_spikes(model) as switched:
+            assert switched > 10
+            reset_net(model)
+            got = model(images)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert not any(m.compact_spikes for m in model.modules() if isinstance(m, LIF))
+    assert set_compact_spikes(model, True) == switched
+    assert all(m.compact_spikes for m in model.modules() if isinstance(m, LIF))
 
 
 @pytest.mark.skipif(not TRITON_OK, reason="no Triton")

@@ -12,6 +12,7 @@ from torch import nn
 
 from ndsnn_triton.nn import LIF, SpikeLinear
 from ndsnn_triton.sparse import build_method, get_masks
+from ndsnn_triton.testing import num_threads
 from ndsnn_triton.train import TrainConfig, Trainer
 from ndsnn_triton.train.data import DataSet, ImageSplit
 from ndsnn_triton.train.distributed import assert_masks_agree
@@ -107,8 +108,8 @@ def test_ranks_hold_identical_masks_weights_and_optimizer_state(tmp_path, method
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path, method):
     two = _spawn(tmp_path, method)[0]
     single_dir = tmp_path / f"{method}-single"
-    torch.set_num_threads(1)
-    one = _train(method, single_dir)
+    with num_threads(1):  # as each rank runs
+        one = _train(method, single_dir)
     for name in one["masks"]:
         assert torch.equal(one["masks"][name], two["masks"][name]), name
     for key in one["params"]:

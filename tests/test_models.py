@@ -5,6 +5,7 @@ import torch
 
 from ndsnn_triton.models import build_model, resnet19, vgg16
 from ndsnn_triton.nn import LIF, ATan, masked_layers, predict, reset_net, temporal_cross_entropy
+from ndsnn_triton.testing import num_threads
 
 
 def _prunable(model):
@@ -79,28 +80,35 @@ def test_sequence_input_runs_the_stem_every_step():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("name", ["vgg16", "resnet19"])
-def test_loss_decreases_on_a_fixed_batch(name):
-    """A few Adam steps on 8 fixed images of 4 noisy class patterns cut the loss by a quarter.
+def test_loss_decreases_on_a_fixed_batch(name, threads):
+    """25 Adam steps on 8 fixed images of 4 noisy class patterns drive the loss from ~1.4 to
+    almost 0, under 1 or 2 threads (a different float summation order).
 
     Deep SNNs start slowly (ResNet-19's fc1 -> LIF head does not fire at initialisation, so the
-    first steps only move fc1 through the surrogate), hence 15 steps at T=4.
+    first steps only move fc1 through the surrogate), then fit the batch. Measured (CPU, seed 0):
+    the minimum of the last 5 losses is 0.024-0.027 (VGG-16) and 0.005-0.008 (ResNet-19) for
+    1 and 2 threads, while single steps can jump (ResNet-19, 2 threads: 0.008 -> 0.48 -> 0.01),
+    so the test asks for that minimum below a quarter of the first loss: a margin of >10x.
     """
-    torch.manual_seed(0)
-    model = build_model(name, num_classes=4, T=4)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(8) % 4
-    x = torch.randn(4, 3, 32, 32, generator=g)[y] + 0.5 * torch.randn(8, 3, 32, 32, generator=g)
-    losses = []
-    for _ in range(15):
-        loss = temporal_cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        reset_net(model)
-        losses.append(loss.item())
-    assert sum(losses[-3:]) / 3 < 0.75 * losses[0], losses
+    with num_threads(threads):
+        torch.manual_seed(0)
+        model = build_model(name, num_classes=4, T=4)
+        opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+        g = torch.Generator().manual_seed(0)
+        y = torch.arange(8) % 4
+        x = torch.randn(4, 3, 32, 32, generator=g)[y] + 0.5 * torch.randn(8, 3, 32, 32, generator=g)
+        losses = []
+        for _ in range(25):
+            loss = temporal_cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            reset_net(model)
+            losses.append(loss.item())
+    assert losses[0] > 1.3, losses  # ~ln(4): chance level at the start
+    assert min(losses[-5:]) < 0.25 * losses[0], losses
     assert predict(model(x)).shape == (8,)
 
 

@@ -254,16 +254,18 @@ def test_compile_module_stack_has_no_graph_breaks():
 
 def test_backend_switch_and_context_manager():
     assert ndsnn_triton.get_backend() == "auto"
-    ndsnn_triton.set_backend("torch")
-    assert ndsnn_triton.get_backend() == "torch"
-    with ndsnn_triton.use_backend("triton"):
-        assert ndsnn_triton.get_backend() == "triton"
-    assert ndsnn_triton.get_backend() == "torch"
-    with pytest.raises(ValueError, match="unknown ndsnn backend 'cuda'"):
-        ndsnn_triton.set_backend("cuda")
-    with pytest.raises(ValueError, match="unknown"), ndsnn_triton.use_backend("nope"):
-        pass
-    assert ndsnn_triton.get_backend() == "torch"
+    with ndsnn_triton.use_backend("auto"):  # restores the process-wide choice set inside
+        ndsnn_triton.set_backend("torch")
+        assert ndsnn_triton.get_backend() == "torch"
+        with ndsnn_triton.use_backend("triton"):
+            assert ndsnn_triton.get_backend() == "triton"
+        assert ndsnn_triton.get_backend() == "torch"
+        with pytest.raises(ValueError, match="unknown ndsnn backend 'cuda'"):
+            ndsnn_triton.set_backend("cuda")
+        with pytest.raises(ValueError, match="unknown"), ndsnn_triton.use_backend("nope"):
+            pass
+        assert ndsnn_triton.get_backend() == "torch"
+    assert ndsnn_triton.get_backend() == "auto"
 
 
 def test_backends_give_the_same_result_where_they_exist():
@@ -317,12 +319,14 @@ def test_non_binary_spikes_are_rejected_and_check_can_be_disabled():
     with pytest.raises(ValueError, match="binary spikes"):
         masked_linear(torch.rand(2, 3), torch.randn(4, 3), torch.ones(4, 3, dtype=torch.bool))
     torch.testing.assert_close(masked_conv2d(x, w, mask, spike_input=False), F.conv2d(x, w))
-    ndsnn_triton.set_spike_check(False)
-    try:
+    with ndsnn_triton.use_spike_check(False):
         assert not ndsnn_triton.spike_check_enabled()
         masked_conv2d(x, w, mask)  # trusted: no check
-    finally:
-        ndsnn_triton.set_spike_check(True)
+    assert ndsnn_triton.spike_check_enabled()
+    with ndsnn_triton.use_spike_check(True):  # restores the process-wide choice set inside
+        ndsnn_triton.set_spike_check(False)
+        assert not ndsnn_triton.spike_check_enabled()
+    assert ndsnn_triton.spike_check_enabled()
 
 
 def _good_conv():

@@ -8,7 +8,7 @@ from ndsnn_triton.nn.layers import (
     dense_weight_grads,
     masked_layers,
 )
-from ndsnn_triton.nn.lif import LIF, reset_net, set_compact_spikes
+from ndsnn_triton.nn.lif import LIF, compact_spikes, reset_net, set_compact_spikes
 from ndsnn_triton.nn.pool import SpikeMaxPool2d
 from ndsnn_triton.nn.readout import predict, temporal_cross_entropy
 from ndsnn_triton.nn.seq import SeqToANNContainer, flatten_time, unflatten_time
@@ -26,6 +26,7 @@ __all__ = [
     "SpikeLinear",
     "SpikeMaxPool2d",
     "Surrogate",
+    "compact_spikes",
     "dense_weight_grads",
     "flatten_time",
     "masked_layers",

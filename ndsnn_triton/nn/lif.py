@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor, nn
 
@@ -126,6 +129,21 @@ def set_compact_spikes(model: nn.Module, enabled: bool = True) -> int:
     for m in lifs:
         m.compact_spikes = bool(enabled)
     return len(lifs)
+
+
+@contextlib.contextmanager
+def compact_spikes(model: nn.Module, enabled: bool = True) -> Iterator[int]:
+    """Context manager: :func:`set_compact_spikes` for the block, then each :class:`LIF`'s own
+    previous setting back. Yields how many neurons it switched."""
+    lifs = [m for m in model.modules() if isinstance(m, LIF)]
+    previous = [m.compact_spikes for m in lifs]
+    for m in lifs:
+        m.compact_spikes = bool(enabled)
+    try:
+        yield len(lifs)
+    finally:
+        for m, flag in zip(lifs, previous, strict=True):
+            m.compact_spikes = flag
 
 
 def reset_net(model: nn.Module) -> None:
