@@ -71,6 +71,41 @@ def test_ndsnn_targets_follow_the_cubic_formula():
     assert method.zeta(0) == pytest.approx(0.5) and method.zeta(200) == pytest.approx(0.005)
 
 
+def _first_iteration_at(sched, density):
+    start = 0
+    for seg in sched.segments:
+        if sched.overall_density(seg.densities) == pytest.approx(density, abs=1e-12):
+            return start
+        start += seg.steps
+    return None
+
+
+def test_ndsnn_updates_only_on_the_delta_t_grid():
+    """Defaults of a 300-epoch CIFAR run (391 iterations/epoch, ΔT = 1000, t_end at 75 % =
+    iteration 87,975): no extra update at t_end; the update at 88,000 lands on d_f."""
+    method = NDSNN(density=0.01, distribution="uniform")
+    method.setup(small_snn(), steps_per_epoch=391, epochs=300)
+    assert method.t_end == 87_975
+    updates = method.update_steps()
+    assert updates == list(range(1000, 117_300, 1000))
+    assert [s for s in range(117_300) if method.is_update_step(s)] == updates
+    assert method.target_density(87_000) > 0.01
+    assert method.target_density(88_000) == pytest.approx(0.01, abs=1e-15)
+    sched = method.schedule()
+    assert sched.dense_grad_steps == len(updates)
+    assert _first_iteration_at(sched, 0.01) == 88_001  # masks change after the update step
+
+
+def test_ndsnn_decrease_ends_at_the_last_update_when_t_end_is_past_it():
+    method = NDSNN(density=0.01, distribution="uniform", t_end_fraction=1.0)
+    method.setup(small_snn(), steps_per_epoch=391, epochs=300)
+    assert method.last_update_step == 117_000 and method.t_end == 117_000
+    assert method.target_density(117_000) == pytest.approx(0.01, abs=1e-15)
+    assert _first_iteration_at(method.schedule(), 0.01) == 117_001
+    with pytest.raises(ValueError, match="no mask update falls inside the run"):
+        NDSNN(density=0.1, delta_t=1000).setup(small_snn(), steps_per_epoch=10, epochs=2)
+
+
 def test_lth_round_densities_and_counts():
     assert LTH(density=0.01).rounds == 16
     assert LTH(density=0.1).rounds == 8
@@ -126,15 +161,49 @@ def test_set_growth_is_random_over_inactive_positions():
     assert hits[0, 9] < 0.1 * 200  # no preference for the large gradient (expected ≈ 3/43 of draws)
 
 
-def test_grown_and_pruned_weights_and_momentum_are_zero(digits):
+UPDATE_CASES = [
+    ("ndsnn", dict(density=0.3, delta_t=2, distribution="global")),  # starts dense
+    ("ndsnn", dict(density=0.3, delta_t=2, distribution="erk", d_init=0.5)),
+    ("ndsnn", dict(density=0.3, delta_t=2, distribution="uniform", d_init=0.5)),
+    ("rigl", dict(density=0.3, delta_t=2, zeta=0.5, distribution="uniform")),
+    ("set", dict(density=0.3, delta_t=2, zeta=0.5)),
+    ("static", dict(density=0.3)),
+    ("dense", {}),
+]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize(("name", "kwargs"), UPDATE_CASES)
+def test_newly_active_connections_start_with_zero_weight_and_optimizer_state(
+    digits, name, kwargs, optimizer
+):
+    """Across a mask update, every connection active after it that was inactive at any moment of
+    it (before it, or pruned/dropped inside it and grown back) has weight 0 and zero optimizer
+    state; pruned ones too. "Inactive at any moment" is observed by a spy on ``set_mask``."""
     torch.manual_seed(0)
     model = small_snn(10, T=2)
-    method = build_method("rigl", density=0.3, delta_t=2, zeta=0.5, distribution="uniform")
+    method = build_method(name, **kwargs)
     method.setup(model, steps_per_epoch=10, epochs=1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    params = list(model.parameters())
+    opt = (
+        torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4)
+        if optimizer == "sgd"
+        else torch.optim.Adam(params, lr=1e-2)
+    )
+    ever_off: dict[str, torch.Tensor] = {}
+    for layer_name, layer in masked_layers(model):
+        original = layer.set_mask
+
+        def spy(mask, _name=layer_name, _original=original):
+            ever_off[_name] = ever_off.get(_name, torch.zeros_like(mask)) | ~mask
+            _original(mask)
+
+        layer.set_mask = spy
     x, y = digits.train.images[:32].float() / 255, digits.train.labels[:32]
-    for step in range(3):
-        before = get_masks(model)
+    regrown_after_prune = 0
+    for step in range(5):
+        ever_off.clear()
+        before = {n: ~m for n, m in get_masks(model).items()}
         with (
             dense_weight_grads(model) if method.needs_dense_grad(step) else contextlib.nullcontext()
         ):
@@ -145,13 +214,60 @@ def test_grown_and_pruned_weights_and_momentum_are_zero(digits):
         opt.step()
         method.after_optimizer_step(step, opt)
         reset_net(model)
-        for name, layer in masked_layers(model):
-            buf = opt.state[layer.weight]["momentum_buffer"]
-            assert (layer.weight[~layer.mask] == 0).all() and (buf[~layer.mask] == 0).all()
-            grown = layer.mask & ~before[name]
-            if step == 2:  # the update step
-                assert grown.any() or name == "classifier"
-            assert (layer.weight[grown] == 0).all() and (buf[grown] == 0).all()
+        for layer_name, layer in masked_layers(model):
+            off = before[layer_name] | ever_off.get(layer_name, torch.zeros_like(layer.mask))
+            fresh = layer.mask & off
+            regrown_after_prune += int((fresh & ~before[layer_name]).sum())
+            state = [v for v in opt.state[layer.weight].values() if v.shape == layer.weight.shape]
+            assert len(state) == (1 if optimizer == "sgd" else 2)
+            for where, what in ((fresh, "newly active"), (~layer.mask, "pruned")):
+                assert (layer.weight[where] == 0).all(), (step, layer_name, what, "weight")
+                for buf in state:
+                    assert (buf[where] == 0).all(), (step, layer_name, what, "optimizer state")
+    if name == "ndsnn":
+        # the case the test is for: active before the update, pruned inside it, grown back
+        assert regrown_after_prune > 0
+    else:
+        assert regrown_after_prune == 0
+
+
+def test_a_connection_dropped_and_regrown_in_one_update_starts_from_zero():
+    """RigL's rule: a weight dropped and grown back by the same update is a new connection."""
+    model = torch.nn.Sequential(SpikeLinear(2, 2, bias=False, spike_input=False))
+    method = build_method("rigl", density=0.75, delta_t=1, zeta=0.5, distribution="uniform")
+    method.setup(model, steps_per_epoch=10, epochs=1)
+    layer = model[0]
+    layer.set_mask(torch.tensor([[True, True], [True, False]]))
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.1, 0.9], [0.5, 0.0]]))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    opt.state[layer.weight]["momentum_buffer"] = torch.full((2, 2), 0.3)
+    # |dL/dW| largest at (0, 0): the smallest weight, dropped first, then regrown
+    method._grow_scores = {"0": torch.tensor([[9.0, 0.0], [0.0, 1.0]])}
+    method.after_optimizer_step(1, opt)
+    assert layer.mask.tolist() == [[True, True], [True, False]]
+    assert int(method.zeta(1) * 3) == 1  # of the 3 active weights one is dropped, one grown
+    assert layer.weight.tolist() == [[0.0, pytest.approx(0.9)], [0.5, 0.0]]
+    momentum = opt.state[layer.weight]["momentum_buffer"]
+    assert momentum.tolist() == [[0.0, pytest.approx(0.3)], [pytest.approx(0.3), 0.0]]
+
+
+def test_lth_rounds_only_prune_and_rewind(digits, tmp_path):
+    """An LTH round never makes a connection active: each mask lies inside the previous one."""
+    method = build_method("lth", density=0.5625, rewind_epoch=1)
+    masks = []
+    original = method.on_phase_end
+
+    def recording(phase):
+        before = get_masks(method.model)
+        original(phase)
+        masks.append((before, get_masks(method.model)))
+
+    method.on_phase_end = recording
+    _train(method, digits, tmp_path, epochs=2)
+    assert len(masks) == 3
+    for before, after in masks:
+        assert all(not (after[n] & ~before[n]).any() for n in before)
 
 
 # ----------------------------------------------------------------------------- schedule = training

@@ -79,6 +79,7 @@ class SparseMethod:
         self.epochs = 0
         self.dense: set[str] = set()
         self._grow_scores: dict[str, Tensor] = {}
+        self._grown: dict[str, Tensor] = {}  # positions grown during the current update
 
     # ------------------------------------------------------------------ configuration
 
@@ -144,19 +145,26 @@ class SparseMethod:
 
     @torch.no_grad()
     def after_optimizer_step(self, step: int, optimizer: torch.optim.Optimizer) -> None:
-        """Re-apply masks to weights and optimizer state; update the masks on update steps."""
-        before = (
-            {name: layer.mask.clone() for name, layer in self.layers()}
-            if self.is_update_step(step)
-            else None
-        )
-        if before is not None:
-            self.update_masks(step)
-            self._grow_scores = {}
+        """Re-apply masks to weights and optimizer state; update the masks on update steps.
+
+        Every connection an update makes active starts with zero weight and zero optimizer state:
+        positions inactive before the update, and positions pruned or dropped during it and grown
+        back (NDSNN's prune-then-regrow, RigL's drop-then-regrow), as RigL and GraNet do.
+        """
+        if not self.is_update_step(step):
+            for _, layer in self.layers():
+                zero_off_mask(layer.weight, layer.mask, optimizer)
+            return
+        before = {name: layer.mask.clone() for name, layer in self.layers()}
+        self._grown = {}
+        self.update_masks(step)
+        self._grow_scores = {}
         for name, layer in self.layers():
-            # Zero what is pruned now, and what was pruned before the update (grown weights start at 0).
-            keep = layer.mask if before is None else layer.mask & before[name]
-            zero_off_mask(layer.weight, keep, optimizer)
+            fresh = ~before[name]
+            if name in self._grown:
+                fresh |= self._grown[name]
+            zero_off_mask(layer.weight, layer.mask & ~fresh, optimizer)
+        self._grown = {}
 
     def update_masks(self, step: int) -> None:
         """Change the masks after iteration ``step`` (called only on update steps)."""
@@ -168,6 +176,11 @@ class SparseMethod:
         """Called after the last epoch of each phase."""
 
     # ------------------------------------------------------------------ helpers for subclasses
+
+    def note_grown(self, name: str, grown: Tensor) -> None:
+        """Record positions of layer ``name`` grown during the current update (they start at 0)."""
+        previous = self._grown.get(name)
+        self._grown[name] = grown if previous is None else previous | grown
 
     def sparse_layers(self) -> list[tuple[int, str, MaskedLayer]]:
         """``(index, name, layer)`` of the layers that may be pruned."""
@@ -262,18 +275,19 @@ def zero_off_mask(
 
 def drop_and_grow(
     layer: MaskedLayer, count: int, grow_scores: Tensor | None, generator: torch.Generator
-) -> tuple[int, int]:
+) -> Tensor:
     """Drop the ``count`` smallest-magnitude active weights, then grow ``count`` inactive positions.
 
     Growth takes the largest ``grow_scores`` (|dense gradient|; RigL) or, with ``None``, uniformly
     random positions drawn from ``generator`` (SET). Positions just dropped may be regrown, as in
-    RigL. Returns ``(dropped, grown)``.
+    RigL: they count as new connections. Returns the bool mask of grown positions (the caller
+    zeroes their weights and optimizer state).
     """
     mask = layer.mask
     active = int(mask.sum())
     count = max(0, min(count, active))
     if count == 0:
-        return 0, 0
+        return torch.zeros_like(mask)
     magnitude = layer.weight.detach().abs().masked_fill(~mask, float("inf"))
     drop = topk_mask(-magnitude, count)  # smallest magnitudes among the active
     after_drop = mask & ~drop
@@ -284,7 +298,7 @@ def drop_and_grow(
     scores = scores.masked_fill(after_drop, float("-inf"))
     grow = topk_mask(scores, count)
     layer.set_mask(after_drop | grow)
-    return count, count
+    return grow
 
 
 __all__ = ["Phase", "SparseMethod", "drop_and_grow", "zero_off_mask"]

@@ -74,7 +74,8 @@ class DropAndGrow(SparseMethod):
             scores = self._grow_scores.get(name) if self.gradient_growth else None
             if self.gradient_growth and scores is None:
                 continue  # no gradient reached this layer on this step: nothing to rank growth by
-            drop_and_grow(layer, count, scores, layer_generator(self.seed, step, index))
+            grown = drop_and_grow(layer, count, scores, layer_generator(self.seed, step, index))
+            self.note_grown(name, grown)
 
     def schedule(self):
         # Density is fixed; only the dense-gradient flags of update steps vary.
@@ -130,7 +131,10 @@ class NDSNN(DropAndGrow):
     Args (beyond :class:`SparseMethod`):
         density: final density d_f. d_init: initial density d_i (default 1.0).
         t0_fraction, t_end_fraction: start and end of the density decrease, as fractions of the run
-            (defaults 0 and 0.75; an update always falls on ``t_end`` so the run reaches d_f).
+            (defaults 0 and 0.75). Masks change only on the ΔT grid ``t0 + k·ΔT``; the clamped
+            cubic reaches d_f at the first update at or after ``t_end``. Where no update follows
+            ``t_end`` (e.g. ``t_end_fraction=1``), the decrease ends at the last update instead, so
+            every run ends at d_f.
         delta_t: iterations between updates (default 1000). zeta, zeta_end: drop-fraction range.
     """
 
@@ -181,9 +185,27 @@ class NDSNN(DropAndGrow):
         return int(self.t0_fraction * self.total_steps)
 
     @property
+    def last_update_step(self) -> int | None:
+        """The last iteration of the update grid ``t0 + k·ΔT`` inside the run (None: no update)."""
+        last = self.t0 + (self.total_steps - 1 - self.t0) // self.delta_t * self.delta_t
+        return last if last > 0 and last >= self.t0 else None
+
+    @property
     def t_end(self) -> int:
-        # The last iteration index at most: an update there still changes the masks.
-        return min(int(self.t_end_fraction * self.total_steps), self.total_steps - 1)
+        """End of the density decrease: ``t_end_fraction`` of the run, or the last update if that
+        comes earlier (so the cubic target reaches d_f on an update)."""
+        requested = int(self.t_end_fraction * self.total_steps)
+        last = self.last_update_step
+        return requested if last is None else min(requested, last)
+
+    def setup(self, model, steps_per_epoch: int, epochs: int) -> None:
+        super().setup(model, steps_per_epoch, epochs)
+        if self.d_init > self.density and self.last_update_step is None:
+            raise ValueError(
+                f"ndsnn: no mask update falls inside the run ({self.total_steps} iterations, "
+                f"delta_t={self.delta_t}, t0={self.t0}), so the density cannot fall from "
+                f"d_init={self.d_init} to {self.density}; lower delta_t or train longer"
+            )
 
     def init_masks(self) -> None:
         self.random_initial_masks(self.d_init)
@@ -191,7 +213,7 @@ class NDSNN(DropAndGrow):
     def is_update_step(self, step: int) -> bool:
         if step < self.t0 or step <= 0 or step >= self.total_steps:
             return False
-        return (step - self.t0) % self.delta_t == 0 or step == self.t_end
+        return (step - self.t0) % self.delta_t == 0
 
     def target_density(self, step: int) -> float:
         """Overall density after the update at ``step``: ``1 − θ_t`` (cubic), ``d_f`` after ``t_end``."""
@@ -215,11 +237,9 @@ class NDSNN(DropAndGrow):
         )
 
     def update_steps(self) -> list[int]:
+        """Every iteration after which the masks change, in order."""
         first = self.t0 if self.t0 > 0 else self.delta_t
-        steps = set(range(first, self.total_steps, self.delta_t))
-        if 0 < self.t_end < self.total_steps:
-            steps.add(self.t_end)
-        return sorted(s for s in steps if self.is_update_step(s))
+        return [s for s in range(first, self.total_steps, self.delta_t) if self.is_update_step(s)]
 
     def schedule(self):
         sched = self.new_schedule()
