@@ -150,6 +150,7 @@ _METHOD_OPTIONS = {
     "prune_rate": "prune_rate",
     "rewind_epoch": "rewind_epoch",
     "rounds": "rounds",
+    "min_kept_per_output": "min_kept_per_output",
 }
 
 
@@ -249,6 +250,12 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--prune-rate", type=float, default=None, help="lth: fraction pruned per round")
     g.add_argument("--rewind-epoch", type=int, default=None, help="lth: epoch rewound to")
     g.add_argument("--rounds", type=int, default=None, help="lth: number of pruning rounds")
+    g.add_argument(
+        "--min-kept-per-output",
+        type=float,
+        default=None,
+        help="fewest weights each sparse layer keeps, per output unit (default 1; 0: no floor)",
+    )
     r = p.add_argument_group("run")
     r.add_argument("--log-every", type=_positive_int, default=1)
     r.add_argument("--eval-every", type=_positive_int, default=1)
@@ -277,10 +284,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import inspect
 
     from ndsnn_triton.sparse import METHODS, build_method
+    from ndsnn_triton.sparse.methods import SparseMethod
     from ndsnn_triton.train import TrainConfig, Trainer, load_dataset
 
     method_cls = METHODS[args.method]
-    accepted = set(inspect.signature(method_cls.__init__).parameters)
+    params = inspect.signature(method_cls.__init__).parameters
+    accepted = set(params)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        accepted |= set(inspect.signature(SparseMethod.__init__).parameters)  # passed on to it
+    if method_cls.name == "dense":
+        accepted -= {"distribution", "min_kept_per_output"}  # nothing is pruned
     kwargs = {}
     for option, arg in _METHOD_OPTIONS.items():
         value = getattr(args, option)
@@ -406,6 +419,12 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--t-end-fraction", type=float, default=1.0)
     p.add_argument("--delta-t", type=_positive_int, default=1000, help="NDSNN update interval")
     p.add_argument(
+        "--min-kept-per-output",
+        type=float,
+        default=1.0,
+        help="fewest weights each sparse layer keeps, per output unit (0: no floor)",
+    )
+    p.add_argument(
         "--energy", action="store_true", help="add the energy estimate (4.6 pJ/MAC, 0.9 pJ/AC)"
     )
     p.add_argument(
@@ -448,6 +467,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
             t0_fraction=args.t0_fraction,
             t_end_fraction=args.t_end_fraction,
             delta_t=args.delta_t,
+            min_kept_per_output=args.min_kept_per_output,
             seed=args.seed,
         )
         report = build_report(

@@ -19,7 +19,7 @@ from ndsnn_triton.sparse import (
     save_masks,
     uniform_densities,
 )
-from ndsnn_triton.sparse.distribution import global_magnitude_split
+from ndsnn_triton.sparse.distribution import global_magnitude_split, layer_floors
 from ndsnn_triton.sparse.masks import layer_shapes, topk_mask
 
 
@@ -122,7 +122,7 @@ def test_global_magnitude_keeps_the_largest_weights():
         model[0].weight.mul_(3.0)  # the conv's weights dominate
     all_w = torch.cat([m.weight.detach().abs().flatten() for _, m in masked_layers(model)])
     k = round(0.25 * all_w.numel())
-    realised = global_magnitude_masks(model, 0.25)
+    realised = global_magnitude_masks(model, 0.25, min_kept_per_output=0)  # no floor
     kept = torch.cat([m.weight.detach().abs()[m.mask] for _, m in masked_layers(model)])
     pruned_mags = torch.cat([m.weight.detach().abs()[~m.mask] for _, m in masked_layers(model)])
     assert kept.numel() == k
@@ -137,11 +137,80 @@ def test_global_magnitude_never_regrows_and_split_matches_masks():
     global_magnitude_masks(model, 0.5)
     before = get_masks(model)
     scores = {n: m.weight.detach().abs().masked_fill(~m.mask, 0) for n, m in masked_layers(model)}
-    predicted = global_magnitude_split(scores, [0.2])[0]
+    predicted = global_magnitude_split(scores, [0.2], floors=layer_floors(layer_shapes(model)))[0]
     realised = global_magnitude_masks(model, 0.2)
     for name, mask in get_masks(model).items():
         assert not (mask & ~before[name]).any()
         assert realised[name] == pytest.approx(predicted[name])
+
+
+def test_global_magnitude_holds_a_layer_at_its_floor():
+    """The conv's weights dominate, so one threshold would leave the 4-output linear layer 1 of
+    its 20 weights; the floor (one per output) keeps its 4 largest, and the threshold over the conv
+    takes the rest of the same budget (18 of 74 weights)."""
+    model = _toy()
+    with torch.no_grad():
+        model[0].weight.mul_(3.0)
+    plain = global_magnitude_split(
+        {n: m.weight.detach().abs() for n, m in masked_layers(model)}, [0.25]
+    )[0]
+    assert round(plain["1"] * 20) < 4
+    lin = model[1].weight.detach().abs().flatten()
+    conv = model[0].weight.detach().abs().flatten()
+    scores = {n: m.weight.detach().abs() for n, m in masked_layers(model)}
+    floors = layer_floors(layer_shapes(model))
+    assert floors == {"0": 3, "1": 4}
+    predicted = global_magnitude_split(scores, [0.25], floors=floors)[0]
+    realised = global_magnitude_masks(model, 0.25)
+    assert realised == pytest.approx({"0": 14 / 54, "1": 4 / 20}) == predicted
+    assert set(torch.nonzero(model[1].mask.flatten()).flatten().tolist()) == set(
+        torch.topk(lin, 4).indices.tolist()
+    )
+    assert set(torch.nonzero(model[0].mask.flatten()).flatten().tolist()) == set(
+        torch.topk(conv, 14).indices.tolist()
+    )
+
+
+def test_uniform_and_erk_hold_small_layers_at_their_floor():
+    shapes = [("a", (10, 100)), ("b", (2, 5))]
+    # uniform at 5 %: b would keep 0.5 of its 10 weights; held at 2, a takes 50.5 - 2 = 48.5
+    assert uniform_densities(shapes, 0.05) == pytest.approx({"a": 48.5 / 1000, "b": 0.2})
+    assert uniform_densities(shapes, 0.05, min_kept_per_output=0) == {"a": 0.05, "b": 0.05}
+    got = erk_densities([("a", (10, 1000)), ("b", (2, 5))], 0.002)
+    assert got["b"] == pytest.approx(0.2)
+    assert got["a"] * 10_000 + got["b"] * 10 == pytest.approx(0.002 * 10_010)
+    floor_free = erk_densities([("a", (10, 1000)), ("b", (2, 5))], 0.002, (), 0)
+    assert floor_free["b"] * 10 < 2  # ERK alone would leave b below one weight per output
+
+
+SPARSITIES = (0.9, 0.95, 0.98, 0.99, 0.999)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vgg16", "resnet19"])
+def test_no_method_or_cost_row_has_an_empty_layer(name):
+    """Every method's schedule (what the cost model prices) and every mask the methods draw keep
+    weights in every layer, at every sparsity up to 99.9 %, under every distribution."""
+    from ndsnn_triton.profiler.claim import Assumptions, schedule_of, setup_model
+
+    a = Assumptions(epochs=30, rewind_epoch=2)  # shorter runs: the same per-layer splits
+    setup = setup_model(name, a)
+    for sparsity in SPARSITIES:
+        for method in ("static", "set", "rigl", "ndsnn", "lth"):
+            for distribution in (None, "uniform", "erk", "global"):
+                sched = schedule_of(setup, method, a, 1 - sparsity, distribution)
+                empty = [
+                    n
+                    for seg in sched.segments
+                    for n, d in zip(sched.layer_names, seg.densities, strict=True)
+                    if d * sched.layer_sizes[sched.layer_names.index(n)] < 1
+                ]
+                assert not empty, (method, distribution, sparsity, sorted(set(empty)))
+        for distribution in ("uniform", "erk", "global"):  # the masks themselves
+            model = setup.model_for("static", {"d_init": 0.5})
+            random_masks(model, 1 - sparsity, distribution, seed=1)
+            kept = {n: int(m.mask.sum()) for n, m in masked_layers(model)}
+            assert min(kept.values()) >= 1, (distribution, sparsity, kept)
 
 
 def test_topk_mask_is_deterministic_on_ties():

@@ -32,7 +32,11 @@ from ndsnn_triton.profiler.cost import (
     run_cost,
 )
 from ndsnn_triton.profiler.layers import LayerTable, trace_layers
-from ndsnn_triton.sparse.distribution import check_distribution
+from ndsnn_triton.sparse.distribution import (
+    MIN_KEPT_PER_OUTPUT,
+    check_distribution,
+    check_min_kept,
+)
 from ndsnn_triton.sparse.methods import build_method
 from ndsnn_triton.sparse.schedules import Schedule
 from ndsnn_triton.sparse.validation import check_density
@@ -72,6 +76,7 @@ class Assumptions:
     rigl_delta_t: int = 100  # SET / RigL update interval
     rigl_zeta: float = 0.3
     rigl_stop_fraction: float = 0.75
+    min_kept_per_output: float = MIN_KEPT_PER_OUTPUT  # floor of each sparse layer's kept weights
     seed: int = 0  # model initialisation (the global-magnitude split depends on it)
 
     def __post_init__(self) -> None:
@@ -91,6 +96,7 @@ class Assumptions:
         if not isinstance(self.rewind_epoch, int) or not 0 <= self.rewind_epoch < self.epochs:
             raise ValueError(f"rewind_epoch must lie in [0, epochs), got {self.rewind_epoch!r}")
         check_density(self.d_init, "d_init")
+        check_min_kept(self.min_kept_per_output)
         rates = (
             self.spike_rate.values() if isinstance(self.spike_rate, Mapping) else [self.spike_rate]
         )
@@ -154,7 +160,11 @@ def method_kwargs(
     method: str, density: float, distribution: str | None, a: Assumptions
 ) -> dict[str, Any]:
     """Constructor arguments of ``method`` under the assumptions."""
-    kw: dict[str, Any] = {} if method == "dense" else {"density": density}
+    kw: dict[str, Any] = (
+        {}
+        if method == "dense"
+        else {"density": density, "min_kept_per_output": a.min_kept_per_output}
+    )
     if distribution is not None and method != "dense":
         kw["distribution"] = check_distribution(distribution)
     if method == "ndsnn":

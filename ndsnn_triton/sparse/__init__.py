@@ -5,8 +5,10 @@ Finding masks lives here; the layers and kernels only run the masks they are giv
 
 from ndsnn_triton.sparse.distribution import (
     DISTRIBUTIONS,
+    MIN_KEPT_PER_OUTPUT,
     erk_densities,
     layer_densities,
+    layer_floors,
     uniform_densities,
 )
 from ndsnn_triton.sparse.masks import (
@@ -30,6 +32,7 @@ from ndsnn_triton.sparse.validation import check_density
 __all__ = [
     "DISTRIBUTIONS",
     "METHODS",
+    "MIN_KEPT_PER_OUTPUT",
     "MaskComparison",
     "Schedule",
     "Segment",
@@ -44,6 +47,7 @@ __all__ = [
     "get_masks",
     "global_magnitude_masks",
     "layer_densities",
+    "layer_floors",
     "load_masks",
     "magnitude_masks",
     "model_density",

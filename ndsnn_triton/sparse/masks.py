@@ -15,7 +15,13 @@ import torch
 from torch import Tensor, nn
 
 from ndsnn_triton.nn.layers import masked_layers
-from ndsnn_triton.sparse.distribution import check_distribution, layer_densities
+from ndsnn_triton.sparse.distribution import (
+    MIN_KEPT_PER_OUTPUT,
+    check_distribution,
+    floored_counts,
+    layer_densities,
+    layer_floors,
+)
 from ndsnn_triton.sparse.validation import check_density
 
 
@@ -97,16 +103,21 @@ def random_masks(
     distribution: str = "uniform",
     dense: Collection[str] = (),
     seed: int = 0,
+    min_kept_per_output: float = MIN_KEPT_PER_OUTPUT,
 ) -> dict[str, float]:
     """Uniformly random masks with ``round(p_l · n_l)`` kept weights per layer.
 
     ``distribution`` is ``uniform`` or ``erk`` (``global`` keeps the largest initial weights instead,
-    as :func:`global_magnitude_masks`). Returns the realised per-layer densities.
+    as :func:`global_magnitude_masks`); no layer keeps fewer than its floor
+    (:func:`~ndsnn_triton.sparse.distribution.layer_floors`). Returns the realised per-layer
+    densities.
     """
     density = check_density(density)
     if check_distribution(distribution) == "global":
-        return global_magnitude_masks(model, density, dense)
-    targets = layer_densities(layer_shapes(model), density, distribution, dense)
+        return global_magnitude_masks(model, density, dense, min_kept_per_output)
+    targets = layer_densities(
+        layer_shapes(model), density, distribution, dense, min_kept_per_output
+    )
     realised = {}
     for index, (name, layer) in enumerate(masked_layers(model)):
         n = layer.weight.numel()
@@ -130,37 +141,54 @@ def magnitude_masks(model: nn.Module, densities: Mapping[str, float]) -> None:
 
 @torch.no_grad()
 def global_magnitude_masks(
-    model: nn.Module, density: float, dense: Collection[str] = ()
+    model: nn.Module,
+    density: float,
+    dense: Collection[str] = (),
+    min_kept_per_output: float = MIN_KEPT_PER_OUTPUT,
 ) -> dict[str, float]:
     """One magnitude threshold across the non-dense layers keeping ``density`` of their weights.
 
-    Weights already pruned stay pruned (so this never grows). Layers in ``dense`` get full masks.
-    Returns the realised per-layer densities.
+    Weights already pruned stay pruned (so this never grows). A layer the threshold would leave
+    below its floor (:func:`~ndsnn_triton.sparse.distribution.layer_floors`, at most its active
+    weights) keeps its largest weights up to the floor, and the threshold is re-drawn over the
+    other layers with the rest of the budget. Layers in ``dense`` get full masks. Returns the
+    realised per-layer densities.
     """
     density = check_density(density)
     layers = dict(masked_layers(model))
     names = [n for n in layers if n not in dense]
     # Pruned positions score -1 so that they lose every tie against kept weights (|w| >= 0).
-    scores = torch.cat(
-        [
-            layers[n]
-            .weight.detach()
-            .abs()
-            .masked_fill(~layers[n].mask, -1.0)
-            .flatten()
-            .float()
-            .cpu()
-            for n in names
-        ]
-    )
-    active = sum(int(layers[n].mask.sum()) for n in names)
-    keep = topk_mask(scores, min(round(density * scores.numel()), active))
+    per_layer = [
+        layers[n].weight.detach().abs().masked_fill(~layers[n].mask, -1.0).flatten().float().cpu()
+        for n in names
+    ]
+    scores = torch.cat(per_layer)
+    sizes = torch.tensor([t.numel() for t in per_layer])
+    active = torch.stack([layers[n].mask.sum() for n in names]).tolist()
+    floors = layer_floors(layer_shapes(model), min_kept_per_output, dense)
+    floors = {n: min(floors[n], a) for n, a in zip(names, active, strict=True)}
+    # One stable sort (ties by position); the top `budget` among the layers not held at a floor.
+    order = torch.argsort(scores, descending=True, stable=True)
+    layer_of = torch.repeat_interleave(torch.arange(len(names)), sizes)[order]
+    chosen: list[Tensor] = []
+
+    def count_among(held: set[str], budget: int) -> dict[str, int]:
+        in_free = torch.tensor([n not in held for n in names])[layer_of]
+        chosen[:] = [order[in_free][: max(budget, 0)]]
+        counts = torch.bincount(layer_of[in_free][: max(budget, 0)], minlength=len(names))
+        return {n: int(c) for n, c in zip(names, counts.tolist(), strict=True) if n not in held}
+
+    counts = floored_counts(count_among, floors, min(round(density * scores.numel()), sum(active)))
+    keep = torch.zeros(scores.numel(), dtype=torch.bool)
+    keep[chosen[0]] = True
     realised, offset = {}, 0
-    for n in names:
-        size = layers[n].mask.numel()
+    for n, layer_scores in zip(names, per_layer, strict=True):
+        size = layer_scores.numel()
         chunk = keep[offset : offset + size]
+        if counts[n] != int(chunk.sum()):  # held at its floor: its own largest weights
+            chunk = topk_mask(layer_scores, counts[n])
         layers[n].set_mask(chunk.view_as(layers[n].mask).to(layers[n].mask.device))
-        realised[n] = int(chunk.sum()) / size
+        realised[n] = counts[n] / size
         offset += size
     for n in dense:
         layers[n].set_mask(torch.ones_like(layers[n].mask))

@@ -26,7 +26,14 @@ import torch
 from torch import Tensor, nn
 
 from ndsnn_triton.nn.layers import MaskedLayer, masked_layers
-from ndsnn_triton.sparse.distribution import GlobalSplitter, check_distribution, layer_densities
+from ndsnn_triton.sparse.distribution import (
+    MIN_KEPT_PER_OUTPUT,
+    GlobalSplitter,
+    check_distribution,
+    check_min_kept,
+    layer_densities,
+    layer_floors,
+)
 from ndsnn_triton.sparse.masks import (
     boundary_layers,
     global_magnitude_masks,
@@ -57,6 +64,8 @@ class SparseMethod:
         distribution: how density is shared among layers: ``uniform``, ``erk`` or ``global``.
         dense_first, dense_last: keep the first / last maskable layer dense.
         seed: seeds every random mask draw, per (seed, step, layer).
+        min_kept_per_output: fewest weights each sparse layer keeps, per output unit (default 1;
+            no method leaves a layer empty: see :mod:`ndsnn_triton.sparse.distribution`).
     """
 
     name: ClassVar[str] = "dense"
@@ -69,11 +78,13 @@ class SparseMethod:
         dense_first: bool = False,
         dense_last: bool = False,
         seed: int = 0,
+        min_kept_per_output: float = MIN_KEPT_PER_OUTPUT,
     ) -> None:
         self.density = check_density(density)
         self.distribution = check_distribution(distribution)
         self.dense_first, self.dense_last = bool(dense_first), bool(dense_last)
         self.seed = int(seed)
+        self.min_kept_per_output = check_min_kept(min_kept_per_output)
         self.model: nn.Module | None = None
         self.steps_per_epoch = 0
         self.epochs = 0
@@ -92,6 +103,7 @@ class SparseMethod:
             "dense_first": self.dense_first,
             "dense_last": self.dense_last,
             "seed": self.seed,
+            "min_kept_per_output": self.min_kept_per_output,
         }
 
     def phases(self, epochs: int) -> list[Phase]:
@@ -196,12 +208,13 @@ class SparseMethod:
                 self.distribution if self.distribution != "global" else "erk",
                 self.dense,
                 self.seed,
+                self.min_kept_per_output,
             )
 
     def prune_to(self, density: float) -> None:
         """Magnitude-prune the non-dense layers to ``density`` by the method's distribution."""
         if self.distribution == "global":
-            global_magnitude_masks(self.model, density, self.dense)
+            global_magnitude_masks(self.model, density, self.dense, self.min_kept_per_output)
         else:
             magnitude_masks(self.model, self.layer_split(density))
 
@@ -210,7 +223,13 @@ class SparseMethod:
         from the current weights)."""
         if self.distribution == "global":
             return self.global_split([density])[0]
-        return layer_densities(layer_shapes(self.model), density, self.distribution, self.dense)
+        return layer_densities(
+            layer_shapes(self.model),
+            density,
+            self.distribution,
+            self.dense,
+            self.min_kept_per_output,
+        )
 
     def global_split(self, densities: Iterable[float]) -> list[dict[str, float]]:
         """Per-layer densities of global magnitude pruning of the current weights to each density.
@@ -222,6 +241,7 @@ class SparseMethod:
         # A full mask is keyed as such, whatever its version: methods that start dense share one splitter.
         key = (
             tuple(sorted(self.dense)),
+            self.min_kept_per_output,
             *(
                 (id(m.weight), m.weight._version, "full" if bool(m.mask.all()) else m.mask._version)
                 for _, m in layers
@@ -230,7 +250,8 @@ class SparseMethod:
         cached = _SPLITTERS.get(self.model)
         if cached is None or cached[0] != key:
             scores = {name: m.weight.detach().abs().masked_fill(~m.mask, 0.0) for name, m in layers}
-            cached = (key, GlobalSplitter(scores, self.dense))
+            floors = layer_floors(layer_shapes(self.model), self.min_kept_per_output, self.dense)
+            cached = (key, GlobalSplitter(scores, self.dense, floors))
             _SPLITTERS[self.model] = cached
         return cached[1](list(densities))
 

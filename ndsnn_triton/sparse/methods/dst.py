@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from ndsnn_triton.sparse.distribution import MIN_KEPT_PER_OUTPUT
 from ndsnn_triton.sparse.masks import layer_generator
 from ndsnn_triton.sparse.methods.base import SparseMethod, drop_and_grow
 from ndsnn_triton.sparse.schedules import cosine_decay, cubic_sparsity
@@ -37,8 +38,9 @@ class DropAndGrow(SparseMethod):
         delta_t: int = 100,
         zeta: float = 0.3,
         stop_fraction: float = 0.75,
+        min_kept_per_output: float = MIN_KEPT_PER_OUTPUT,
     ) -> None:
-        super().__init__(density, distribution, dense_first, dense_last, seed)
+        super().__init__(density, distribution, dense_first, dense_last, seed, min_kept_per_output)
         self.delta_t = check_positive_int(delta_t, "delta_t")
         self.zeta0 = check_fraction(zeta, "zeta")
         self.stop_fraction = check_fraction(stop_fraction, "stop_fraction")
@@ -154,8 +156,19 @@ class NDSNN(DropAndGrow):
         delta_t: int = 1000,
         zeta: float = 0.5,
         zeta_end: float = 0.005,
+        min_kept_per_output: float = MIN_KEPT_PER_OUTPUT,
     ) -> None:
-        super().__init__(density, distribution, dense_first, dense_last, seed, delta_t, zeta, 1.0)
+        super().__init__(
+            density,
+            distribution,
+            dense_first,
+            dense_last,
+            seed,
+            delta_t,
+            zeta,
+            1.0,
+            min_kept_per_output,
+        )
         self.d_init = check_density(d_init, "d_init")
         if self.d_init < self.density:
             raise ValueError(

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from ndsnn_triton.sparse.distribution import MIN_KEPT_PER_OUTPUT
 from ndsnn_triton.sparse.methods.base import Phase, SparseMethod
 from ndsnn_triton.sparse.validation import check_fraction, check_positive_int
 
@@ -44,8 +45,9 @@ class LTH(SparseMethod):
         rewind_epoch: int = 20,
         rounds: int | None = None,
         tolerance: float = 0.01,
+        min_kept_per_output: float = MIN_KEPT_PER_OUTPUT,
     ) -> None:
-        super().__init__(density, distribution, dense_first, dense_last, seed)
+        super().__init__(density, distribution, dense_first, dense_last, seed, min_kept_per_output)
         self.prune_rate = check_fraction(prune_rate, "prune_rate", allow_zero=False)
         if self.prune_rate >= 1.0:
             raise ValueError("lth: prune_rate must be below 1")
