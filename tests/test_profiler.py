@@ -342,6 +342,41 @@ def test_profile_command_integrates_the_logged_run(tmp_path, capsys):
         main(["profile", str(tmp_path)])
 
 
+def test_profile_of_a_run_stopped_early_compares_the_same_iterations(tmp_path, capsys):
+    """`ndsnn train ... --max-steps 4`: the prediction covers the 4 iterations that ran, not the
+    whole plan (the rigl convention ignores spike rates, so both sides then agree exactly)."""
+    run = tmp_path / "run"
+    args = ["train", "--method", "rigl", "--sparsity", "0.9", "--epochs", "1", "--T", "2"]
+    assert (
+        main([*args, "--delta-t", "2", "--max-steps", "4", "--out", str(run), "--no-progress"]) == 0
+    )
+    capsys.readouterr()
+    assert main(["profile", str(run), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["compared_iterations"] == [0, 4] and result["logged_iterations"] == 4
+    assert result["planned_iterations"] > 4
+    assert result["conventions"]["rigl"]["measured_over_predicted"] == pytest.approx(1, rel=1e-12)
+    assert main(["profile", str(run)]) == 0
+    assert "4 of " in capsys.readouterr().out
+
+
+def test_schedule_window_keeps_the_iterations_asked_for():
+    sched = Schedule("m", ["a"], [10])
+    sched.append(5, [1.0], False)
+    sched.append(1, [0.5], True)
+    sched.append(4, [0.5], False)
+    part = sched.window(3, 7)
+    assert [(s.steps, s.densities, s.dense_grad) for s in part.segments] == [
+        (2, (1.0,), False),
+        (1, (0.5,), True),
+        (1, (0.5,), False),
+    ]
+    assert sched.window(0, 100).segments == sched.segments
+    assert sched.window(8, 8).total_steps == 0
+    with pytest.raises(ValueError, match="not a range"):
+        sched.window(5, 2)
+
+
 @pytest.mark.slow
 def test_recorded_report_is_current_and_readme_quotes_it(tmp_path):
     """docs/report was written by the current code, and README's claim table is its table."""

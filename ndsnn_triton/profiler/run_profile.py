@@ -123,7 +123,11 @@ def measured_segments(
 
 
 def profile_run(run_dir: str | Path, assumed_rate: float = 0.1) -> dict[str, Any]:
-    """Measured-schedule cost of a run and the analytic predictions, per convention."""
+    """Measured-schedule cost of a run and the analytic predictions, per convention.
+
+    Both cover the same iterations: those the log spans (a run stopped early by ``--max-steps``
+    or a crash is compared with the same stretch of its planned schedule, not the whole plan).
+    """
     run_dir = Path(run_dir)
     config, table = run_table(run_dir)
     records = read_log(run_dir)
@@ -131,6 +135,8 @@ def profile_run(run_dir: str | Path, assumed_rate: float = 0.1) -> dict[str, Any
     batch = int(config["train"]["batch_size"])
     steps, dens, flags, rates = measured_segments(table, records)
     mean_rates = mean_spike_rates(run_dir)
+    first, last = records[0]["step"], records[-1]["step"]
+    planned = schedule.window(first, last + 1)
     out: dict[str, Any] = {
         "run": str(run_dir),
         "model": config["model"],
@@ -138,14 +144,15 @@ def profile_run(run_dir: str | Path, assumed_rate: float = 0.1) -> dict[str, Any
         "batch": batch,
         "logged_iterations": int(steps.sum()),
         "planned_iterations": schedule.total_steps,
+        "compared_iterations": [first, last + 1],
         "mean_spike_rates": mean_rates,
         "assumed_spike_rate": assumed_rate,
         "conventions": {},
     }
     for convention in CONVENTIONS:
         measured = integrate(table, steps, dens, flags, rates, batch, convention, "measured").total
-        planned_assumed = run_cost(table, schedule, assumed_rate, batch, convention).total
-        planned_measured = run_cost(table, schedule, mean_rates, batch, convention).total
+        planned_assumed = run_cost(table, planned, assumed_rate, batch, convention).total
+        planned_measured = run_cost(table, planned, mean_rates, batch, convention).total
         out["conventions"][convention] = {
             "measured_schedule_flops": measured,
             "predicted_flops_assumed_rate": planned_assumed,
@@ -158,9 +165,11 @@ def profile_run(run_dir: str | Path, assumed_rate: float = 0.1) -> dict[str, Any
 
 
 def format_profile(result: dict[str, Any]) -> str:
+    first, stop = result["compared_iterations"]
     lines = [
-        f"run {result['run']}: {result['method']} on {result['model']}, batch {result['batch']}, "
-        f"{result['logged_iterations']} logged / {result['planned_iterations']} planned iterations",
+        f"run {result['run']}: {result['method']} on {result['model']}, batch {result['batch']}: "
+        f"{result['logged_iterations']:,} of {result['planned_iterations']:,} planned iterations "
+        f"ran; measured and predicted cost below both cover iterations {first:,}..{stop - 1:,}",
         "mean input spike rates: "
         + ", ".join(f"{k} {v:.3f}" for k, v in result["mean_spike_rates"].items()),
         f"{'convention':<10} {'measured schedule':>18} {'predicted (r=' + format(result['assumed_spike_rate'], 'g') + ')':>18} {'predicted (mean r)':>19} {'measured/pred.':>15}",

@@ -80,6 +80,19 @@ class Schedule:
         total = sum(self.layer_sizes)
         return sum(d * n for d, n in zip(densities, self.layer_sizes, strict=True)) / total
 
+    def window(self, start: int, stop: int) -> Schedule:
+        """The iterations ``start .. stop - 1`` of the run as a schedule of their own (clipped
+        to the run), e.g. the part of the plan that a run stopped early really trained."""
+        if start < 0 or stop < start:
+            raise ValueError(f"schedule window [{start}, {stop}) is not a range of iterations")
+        part = Schedule(self.method, self.layer_names, self.layer_sizes, exact=self.exact)
+        begin = 0
+        for seg in self.segments:
+            end = begin + seg.steps
+            part.append(min(end, stop) - max(begin, start), seg.densities, seg.dense_grad)
+            begin = end
+        return part
+
     def iter_steps(self) -> Iterator[tuple[int, tuple[float, ...], bool]]:
         """Yield ``(step, densities, dense_grad)`` for every iteration (slow for long runs)."""
         step = 0
