@@ -3,7 +3,7 @@
 ``capture_state()`` takes a snapshot of every process-wide setting that changes results or speed
 of later code — torch's thread count, default dtype, grad/inference/anomaly modes, deterministic
 and TF32 flags, autocast state, the library's switches (backend, binary-spike check, aten
-reference mode) and the environment — plus the library's caches and kernel registry.
+reference mode) and the environment variables they read — plus the library's caches and kernel registry.
 ``changed_settings(before, after)`` names the settings that differ; ``restore_state(before)``
 puts everything back. The project's pytest fixture uses them to fail any test that leaks state
 (a test that calls ``torch.set_num_threads(1)`` changes every later test's float summation order).
@@ -27,8 +27,15 @@ from ndsnn_triton import backend
 from ndsnn_triton.kernels import dispatch, sparse_index
 
 _AUTOCAST_DEVICES = ("cpu", "cuda")
-#: set by pytest around every test phase, and by torch's compiler for itself on first use
-_IGNORED_ENV = frozenset({"PYTEST_CURRENT_TEST", "TORCHINDUCTOR_CACHE_DIR"})
+#: environment variables read by the library, torch, Triton, OpenMP and torch.distributed
+_WATCHED_ENV_PREFIXES = ("NDSNN_", "TRITON_", "TORCH_", "PYTORCH_", "CUDA_", "OMP_", "MKL_")
+_WATCHED_ENV_NAMES = frozenset(
+    {"WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
+)
+
+
+def _watched(name: str) -> bool:
+    return name in _WATCHED_ENV_NAMES or name.startswith(_WATCHED_ENV_PREFIXES)
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,7 @@ def _settings() -> dict[str, Any]:
         "ndsnn binary-spike check (ndsnn_triton.set_spike_check)": backend.spike_check_enabled(),
         "ndsnn aten reference mode": backend.aten_reference_enabled(),
         "ndsnn kernel registry": dict(backend._KERNELS),
-        "environment variables": {k: v for k, v in os.environ.items() if k not in _IGNORED_ENV},
+        "environment variables": {k: v for k, v in os.environ.items() if _watched(k)},
     }
     for device in _AUTOCAST_DEVICES:
         s[f"autocast on {device}"] = (
@@ -132,7 +139,7 @@ def restore_state(state: ProcessState) -> None:
     backend._KERNELS.clear()
     backend._KERNELS.update(s["ndsnn kernel registry"])
     env = s["environment variables"]
-    for key in set(os.environ) - set(env) - _IGNORED_ENV:
+    for key in {k for k in os.environ if _watched(k)} - set(env):
         del os.environ[key]
     os.environ.update(env)
     sparse_index.INDEX_CACHE.entries = state.caches["sparse index cache"].copy()
