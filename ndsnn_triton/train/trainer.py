@@ -342,7 +342,7 @@ class Trainer:
             with open(self.out / "log.csv", "w", newline="") as f:
                 csv.DictWriter(f, CSV_FIELDS).writeheader()
 
-        progress = Progress(total, pos.step, enabled=self.cfg.progress)
+        progress = Progress(total, pos.step, enabled=self.cfg.progress and distributed.is_main())
         densities = densities_of(self.model)
         interval = _Interval()
         stopped_early = False
