@@ -65,8 +65,32 @@ class MaskedLayer:
             )
         self.mask.copy_(mask)
         kept = int(self.mask.sum())  # the one host synchronisation of a mask change
-        record_mask_count(self.mask, kept)
+        self._note_kept(kept)
         self.apply_mask(kept)
+
+    @torch.no_grad()
+    def keep_all(self) -> None:
+        """Make the mask full (every weight kept); no count or weight pass is needed."""
+        self.mask.fill_(True)
+        self._note_kept(self.mask.numel())
+
+    def _mask_state(self) -> tuple[int, int]:
+        # Storage and version: a copied model (new storage) or an in-place change (new version)
+        # never matches a count taken before.
+        return self.mask.data_ptr(), self.mask._version
+
+    def _note_kept(self, kept: int) -> None:
+        """Remember the mask's kept count for `kept_weights` and the kernels' index sizing."""
+        self._kept = (self._mask_state(), kept)
+        record_mask_count(self.mask, kept)
+
+    @property
+    def kept_weights(self) -> int:
+        """Number of weights the mask keeps (counted once per mask change)."""
+        known = getattr(self, "_kept", None)
+        if known is None or known[0] != self._mask_state():
+            self._kept = known = (self._mask_state(), int(self.mask.sum()))
+        return known[1]
 
     @torch.no_grad()
     def apply_mask(self, kept: int | None = None) -> None:
@@ -84,7 +108,7 @@ class MaskedLayer:
     @property
     def density(self) -> float:
         """Fraction of weights kept by the mask, in [0, 1]."""
-        return float(self.mask.sum()) / self.mask.numel()
+        return self.kept_weights / self.mask.numel()
 
     def _mask_repr(self) -> str:
         return f"density={self.density:.4f}, spike_input={self.spike_input}"

@@ -191,11 +191,12 @@ def schedule_of(
     distribution: str | None = None,
     **extra: Any,
 ) -> Schedule:
-    """The method's own schedule on the model (cached)."""
+    """The method's own schedule on the model (cached by the method's full configuration, so a
+    default distribution and the same one named share one schedule)."""
     kw = {**method_kwargs(method, density, distribution, a), **extra}
-    key = (method, tuple(sorted(kw.items())))
+    m = build_method(method, **kw)
+    key = tuple(sorted(m.config().items()))
     if key not in setup.schedules:
-        m = build_method(method, **kw)
         m.setup(setup.model_for(method, kw), a.steps_per_epoch, a.epochs)
         setup.schedules[key] = m.schedule()
     return setup.schedules[key]

@@ -254,10 +254,12 @@ def schedule_arrays(
     if missing:
         raise ValueError(f"schedule of {schedule.method} has no densities for layers {missing}")
     steps = np.array([seg.steps for seg in schedule.segments], dtype=float)
+    planned = np.array([seg.densities for seg in schedule.segments], dtype=float).reshape(
+        len(schedule.segments), len(schedule.layer_names)
+    )
     d = np.empty((len(schedule.segments), len(table.layers)))
-    for s, seg in enumerate(schedule.segments):
-        for j, layer in enumerate(table.layers):
-            d[s, j] = seg.densities[index[layer.name]] if layer.name in index else layer.density
+    for j, layer in enumerate(table.layers):
+        d[:, j] = planned[:, index[layer.name]] if layer.name in index else layer.density
     flags = np.array([seg.dense_grad for seg in schedule.segments], dtype=bool)
     return steps, d, flags
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ndsnn_triton.backend import aten_reference
 from ndsnn_triton.nn.layers import MaskedLayer
 from ndsnn_triton.nn.lif import LIF, reset_net
 
@@ -73,13 +74,16 @@ def trace_layers(
 
     ``example`` is an input tensor or an input shape; ``batch`` is its number of samples (default:
     dim 1 of a 5-D ``[T, B, C, H, W]`` input, else dim 0). A layer's ``τ_l`` is the number of rows
-    it processes per sample (its input's leading dims over ``batch``). The model is copied to the
-    meta device, so tracing costs no compute and leaves ``model`` untouched.
+    it processes per sample (its input's leading dims over ``batch``). A CPU copy of the model runs
+    one forward of a zero input of that shape as plain aten ops (pass one sample: VGG-16 takes
+    ~0.1 s), so ``model`` is left untouched. A meta-device copy would do no arithmetic, but meta
+    kernels and the ndsnn custom ops import ``torch._dynamo`` on first use (~1.4 s, most of a cost
+    report's set-up); CPU aten kernels do not.
     """
     shape = tuple(example.shape) if isinstance(example, Tensor) else tuple(example)
     batch = batch or (shape[1] if len(shape) == 5 else shape[0])
     densities = {name: m.density for name, m in model.named_modules() if isinstance(m, MaskedLayer)}
-    ghost = copy.deepcopy(model).to("meta")
+    ghost = copy.deepcopy(model).to("cpu")
     reset_net(ghost)
     records: list[LayerInfo] = []
     elementwise: list[ElementwiseInfo] = []
@@ -131,10 +135,10 @@ def trace_layers(
             hooks.append(module.register_forward_hook(elem_hook(name, "bn")))
         elif isinstance(module, nn.MaxPool2d | nn.AvgPool2d | nn.AdaptiveAvgPool2d):
             hooks.append(module.register_forward_hook(elem_hook(name, "pool")))
-    x = torch.zeros(shape, device="meta")
+    x = torch.zeros(shape)
     try:
         ghost.train()
-        with torch.enable_grad():
+        with torch.enable_grad(), aten_reference():
             ghost(x)
     finally:
         for h in hooks:

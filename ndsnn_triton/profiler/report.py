@@ -174,30 +174,18 @@ def build_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     setups = [setup_model(m, a) for m in models]
-
-    rows = claim_check(setups, a, sparsities)
+    parts = [_model_part(setup, a, sparsities, energy) for setup in setups]
+    rows = [r for part in parts for r in part["claim_rows"]]
     verdict = claim_verdict(rows)
-
     target = max(sparsities)
-    method_rows, runs_at_target, schedules_at_target, units = [], {}, {}, {}
-    for setup in setups:
-        for convention in CONVENTIONS:
-            unit = dense_unit(setup, a, convention)
-            for s in sparsities:
-                costs = method_costs(setup, a, 1.0 - s, convention)
-                for method, run in costs.items():
-                    if method == "dense" and s != sparsities[0]:
-                        continue
-                    method_rows.append(
-                        _run_row(setup.name, method, s, convention, run, unit, energy)
-                    )
-                if convention == "snn" and s == target:
-                    runs_at_target[setup.name] = costs
-                    units[setup.name] = unit
-        schedules_at_target[setup.name] = {
-            m: schedule_of(setup, m, a, 1.0 if m == "dense" else 1.0 - target, None)
-            for m in METHODS
-        }
+    method_rows = [r for part in parts for r in part["method_rows"]]
+    runs_at_target = {
+        setup.name: part["runs_at_target"] for setup, part in zip(setups, parts, strict=True)
+    }
+    units = {setup.name: part["unit"] for setup, part in zip(setups, parts, strict=True)}
+    schedules_at_target = {
+        setup.name: part["schedules_at_target"] for setup, part in zip(setups, parts, strict=True)
+    }
 
     figures = _plots(
         out, setups, a, rows, runs_at_target, schedules_at_target, units, target, sparsities
@@ -229,6 +217,29 @@ def build_report(
         "\n".join(_markdown(report, rows, verdict, sparsities, models, figures, energy)) + "\n"
     )
     return report
+
+
+def _model_part(setup, a: Assumptions, sparsities: Sequence[float], energy: bool) -> dict[str, Any]:
+    """One model's claim-check rows, method-cost rows, and the runs and schedules at the highest
+    target sparsity (the plots' data)."""
+    target = max(sparsities)
+    part: dict[str, Any] = {"claim_rows": claim_check([setup], a, sparsities), "method_rows": []}
+    for convention in CONVENTIONS:
+        unit = dense_unit(setup, a, convention)
+        for s in sparsities:
+            costs = method_costs(setup, a, 1.0 - s, convention)
+            for method, run in costs.items():
+                if method == "dense" and s != sparsities[0]:
+                    continue
+                part["method_rows"].append(
+                    _run_row(setup.name, method, s, convention, run, unit, energy)
+                )
+            if convention == "snn" and s == target:
+                part["runs_at_target"], part["unit"] = costs, unit
+    part["schedules_at_target"] = {
+        m: schedule_of(setup, m, a, 1.0 if m == "dense" else 1.0 - target, None) for m in METHODS
+    }
+    return part
 
 
 def _measured_section(
@@ -320,9 +331,18 @@ def _plots(
     sparsities,
 ) -> list[Path]:
     figures = []
+    lth_rounds = max(len(s["lth"].phases) - 1 for s in schedules_at_target.values())
+    run_caption = plot_caption(a, sparsity=target, lth_rounds=lth_rounds)
     figures.append(
         plots.cumulative_cost(
-            runs_at_target, units, a.steps_per_epoch, target, "snn", out / "cumulative_cost.png"
+            runs_at_target,
+            units,
+            a.steps_per_epoch,
+            target,
+            "snn",
+            out / "cumulative_cost.png",
+            caption=run_caption,
+            epochs=a.epochs,
         )
     )
     (out / "cumulative_cost.json").write_text(
@@ -332,6 +352,7 @@ def _plots(
                     k: {
                         "iteration": r.segment_ends.tolist(),
                         "cumulative_flops": r.cumulative.tolist(),
+                        "x_dense": r.total / units[m],
                     }
                     for k, r in runs.items()
                 }
@@ -339,35 +360,57 @@ def _plots(
             }
         )
     )
+    density_caption = plot_caption(a, sparsity=target, convention=None, lth_rounds=lth_rounds)
     figures.append(
-        plots.density_curves(schedules_at_target, a.steps_per_epoch, target, out / "density.png")
+        plots.density_curves(
+            schedules_at_target,
+            a.steps_per_epoch,
+            target,
+            out / "density.png",
+            caption=density_caption,
+            epochs=a.epochs,
+        )
     )
     (out / "density.json").write_text(
         json.dumps(
             {m: {k: s.to_dict() for k, s in sch.items()} for m, sch in schedules_at_target.items()}
         )
     )
+    layer_caption = plot_caption(a, sparsity=target, distribution="global", lth=None)
     for setup in setups:
         final = schedules_at_target[setup.name]["ndsnn"].segments[-1].densities
         names = schedules_at_target[setup.name]["ndsnn"].layer_names
-        sparse_step = step_cost(
-            setup.table, dict(zip(names, final, strict=True)), a.spike_rate, a.batch, "snn"
-        )
+        by_layer = dict(zip(names, final, strict=True))
+        sparse_step = step_cost(setup.table, by_layer, a.spike_rate, a.batch, "snn")
         dense_step = step_cost(setup.table, None, a.spike_rate, a.batch, "snn")
         sparse, dense = (
             {"forward": c.forward, "input_grad": c.input_grad, "weight_grad": c.weight_grad}
             for c in (sparse_step, dense_step)
         )
-        title = f"per-layer FLOPs of one step, NDSNN at {target:.0%} sparsity vs dense (snn, r={_rate_label(a)})"
+        densities = [by_layer.get(n, 1.0) for n in setup.table.names]
+        title = (
+            "FLOPs of one training step per layer, NDSNN's final masks at "
+            f"{plots._pct(target)} sparsity (bars) vs dense (ticks)"
+        )
         figures.append(
             plots.layer_breakdown(
-                setup.table, sparse, dense, setup.name, title, out / f"layers_{setup.name}.png"
+                setup.table,
+                sparse,
+                dense,
+                setup.name,
+                title,
+                out / f"layers_{setup.name}.png",
+                caption=layer_caption,
+                densities=densities,
             )
         )
         (out / f"layers_{setup.name}.json").write_text(
             json.dumps(
                 {
                     "layers": setup.table.names,
+                    "module_paths": setup.table.names,
+                    "display_names": plots.display_names(setup.name, setup.table.names),
+                    "ndsnn_final_density": densities,
                     "sparse": {k: v.tolist() for k, v in sparse.items()},
                     "dense": {k: v.tolist() for k, v in dense.items()},
                 }
@@ -377,15 +420,22 @@ def _plots(
     for r in rows:
         if r.convention == "snn" and r.distribution == "global":
             ratios.setdefault(r.model, {}).setdefault(r.protocol, []).append((r.sparsity, r.ratio))
+    ratio_caption = plot_caption(
+        a, sparsity=None, distribution="global", lth="protocols", levels=sparsities
+    )
     figures.append(
-        plots.ratio_vs_sparsity(ratios, PAPER_RATIO, "snn", "global", out / "ratio_vs_sparsity.png")
+        plots.ratio_vs_sparsity(
+            ratios, PAPER_RATIO, "snn", "global", out / "ratio_vs_sparsity.png", ratio_caption
+        )
     )
     (out / "ratio_vs_sparsity.json").write_text(json.dumps(ratios))
     return figures
 
 
 def _rate_label(a: Assumptions) -> str:
-    return "measured per layer" if isinstance(a.spike_rate, dict) else f"{a.spike_rate:g}"
+    if isinstance(a.spike_rate, dict):
+        return f"measured per layer (mean {sum(a.spike_rate.values()) / len(a.spike_rate):.3f})"
+    return f"{a.spike_rate:g}"
 
 
 def _markdown(report, rows, verdict, sparsities, models, figures, energy) -> list[str]:
@@ -444,3 +494,79 @@ def _markdown(report, rows, verdict, sparsities, models, figures, energy) -> lis
         f"Elementwise work (BN, LIF, pooling) is reported per run in `method_costs.csv` (`elementwise_ops`), apart from the FLOPs. Generated in {report['seconds']:.1f} s.",
     ]
     return lines
+
+
+def plot_caption(
+    a: Assumptions,
+    sparsity: float | None,
+    convention: str | None = "snn",
+    distribution: str = "default",
+    lth: str | None = "full-imp",
+    lth_rounds: int | None = None,
+    levels: Sequence[float] = (),
+) -> str:
+    """The assumptions behind a plot, as the caption drawn under it (one paragraph per line).
+
+    ``convention``: the FLOP convention (None: the plot shows densities, no FLOPs);
+    ``distribution``: ``"default"`` (each method's own: NDSNN and LTH global, static/SET/RigL ERK)
+    or the one distribution used; ``lth``: ``"full-imp"`` (LTH's IMP run, ``lth_rounds`` rounds
+    after round 0), ``"protocols"`` (the LTH protocols compared over ``levels``) or None.
+    """
+    run = (
+        f"Assumptions: {a.dataset_size:,} training samples, batch {a.batch} "
+        f"({a.steps_per_epoch} iterations/epoch), T = {a.T} timesteps, "
+        f"E = {a.epochs} epochs per training run"
+    )
+    if sparsity is not None:
+        run += f", target sparsity {plots._pct(sparsity)} (density {1 - sparsity:.3g})"
+    if convention == "snn":
+        flops = (
+            f"FLOPs: snn convention, 2 per MAC; forward and weight gradient of spike-input layers "
+            f"scaled by the input spike rate r = {_rate_label(a)}; no input gradient for the "
+            "first layer."
+        )
+    elif convention is not None:
+        flops = f"FLOPs: {convention} convention, 2 per MAC (spike rate not applied)."
+    else:
+        flops = "Weight densities only: no FLOP convention or spike rate involved."
+    floor = (
+        f"every sparse layer keeps at least {a.min_kept_per_output:g} weight(s) per output unit"
+        if a.min_kept_per_output > 0
+        else "no per-layer floor: a layer may keep no weight at all"
+    )
+    if distribution == "default":
+        dist = (
+            "Layer-wise distribution: each method's default, NDSNN and LTH global magnitude "
+            f"(on the initial weights), static, SET and RigL ERK; {floor}."
+        )
+    elif distribution == "global":
+        dist = (
+            "Layer-wise distribution: global magnitude (one threshold over all layers, on the "
+            f"initial weights); {floor}."
+        )
+    else:
+        dist = f"Layer-wise distribution: {distribution}; {floor}."
+    methods = (
+        f"NDSNN: density {a.d_init:g} to the target, cubic from {a.t0_fraction:.0%} to "
+        f"{a.t_end_fraction:.0%} of the run, masks updated every {a.delta_t} iterations "
+        f"(drop fraction {a.zeta:g} to {a.zeta_end:g}). "
+    )
+    if lth == "full-imp":
+        methods += (
+            f"SET/RigL: masks updated every {a.rigl_delta_t} iterations (drop fraction "
+            f"{a.rigl_zeta:g}) until {a.rigl_stop_fraction:.0%} of the run. LTH (full IMP): round 0 "
+            f"dense for E epochs, then {lth_rounds if lth_rounds is not None else 'K'} rounds "
+            f"each pruning {a.prune_rate:.0%} of the remaining weights and training "
+            f"E − {a.rewind_epoch} = {a.epochs - a.rewind_epoch} epochs from the weights of "
+            f"epoch {a.rewind_epoch} (rewind)."
+        )
+    elif lth == "protocols":
+        methods += (
+            f"LTH protocols: full-imp (round 0 dense for E epochs, then IMP rounds pruning "
+            f"{a.prune_rate:.0%} of the remaining weights, E − {a.rewind_epoch} epochs each after "
+            f"rewinding to epoch {a.rewind_epoch}); dense-plus-retrain (one dense run + one "
+            f"retrain of E − {a.rewind_epoch} epochs at the target); amortized (one IMP run to "
+            f"the highest sparsity, shared by the {len(levels)} levels "
+            f"{', '.join(plots._pct(s) for s in levels)})."
+        )
+    return "\n".join([run + ".", flops, dist, methods])

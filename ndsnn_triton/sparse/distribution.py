@@ -27,6 +27,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 
 import torch
 
+from ndsnn_triton.sparse.ordering import sorted_values
 from ndsnn_triton.sparse.validation import check_density
 
 DISTRIBUTIONS: tuple[str, ...] = ("uniform", "erk", "global")
@@ -199,12 +200,8 @@ class GlobalSplitter:
         self.dense = set(dense)
         sparse = [n for n in self.names if n not in self.dense]
         self.floors = {n: 0 for n in sparse} | dict(floors or {})
-        self._per_layer = {
-            n: torch.sort(scores[n].detach().flatten().float().cpu()).values for n in sparse
-        }
-        self._all_desc = torch.sort(
-            torch.cat(list(self._per_layer.values())), descending=True
-        ).values
+        self._per_layer = {n: sorted_values(scores[n].detach().cpu()) for n in sparse}
+        self._all_desc = sorted_values(torch.cat(list(self._per_layer.values())), descending=True)
 
     def _counts_at(self, threshold: torch.Tensor, layers: Collection[str]) -> dict[str, int]:
         """Scores ``>= threshold`` per layer."""

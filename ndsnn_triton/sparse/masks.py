@@ -7,6 +7,7 @@ the layer's module name; the layers (and kernels) only run what they are given.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from ndsnn_triton.sparse.distribution import (
     layer_densities,
     layer_floors,
 )
+from ndsnn_triton.sparse.ordering import argsort_descending
 from ndsnn_triton.sparse.validation import check_density
 
 
@@ -96,6 +98,30 @@ def model_density(model: nn.Module) -> float:
     return overall_density(model)
 
 
+_PREFIXES: OrderedDict[tuple[int, int, int], Tensor] = OrderedDict()
+_PREFIX_CACHE_SIZE = 128
+
+
+def _random_positions(n: int, k: int, seed: int, layer: int) -> Tensor:
+    """The first ``k`` positions of a random permutation of ``n`` drawn from the generator of
+    (seed, 0, layer): ``k`` of ``n`` positions without replacement, int32, read-only.
+
+    The permutation depends on ``(n, seed, layer)`` only, so draws of fewer positions are
+    prefixes of draws of more: the longest prefix drawn so far is kept (a few MB for a VGG-16 at
+    10 % density), and the cost report's many random masks of one model cost one draw per layer.
+    """
+    key = (n, seed, layer)
+    prefix = _PREFIXES.get(key)
+    if prefix is None or prefix.numel() < k:
+        perm = torch.randperm(n, generator=layer_generator(seed, 0, layer))
+        prefix = perm[:k].to(torch.int32)
+        _PREFIXES[key] = prefix
+    _PREFIXES.move_to_end(key)
+    while len(_PREFIXES) > _PREFIX_CACHE_SIZE:
+        _PREFIXES.popitem(last=False)
+    return prefix[:k]
+
+
 @torch.no_grad()
 def random_masks(
     model: nn.Module,
@@ -122,9 +148,8 @@ def random_masks(
     for index, (name, layer) in enumerate(masked_layers(model)):
         n = layer.weight.numel()
         k = round(targets[name] * n)
-        keep = torch.randperm(n, generator=layer_generator(seed, 0, index))[:k]
         mask = torch.zeros(n, dtype=torch.bool)
-        mask[keep] = True
+        mask[_random_positions(n, k, seed, index)] = True
         layer.set_mask(mask.view_as(layer.mask).to(layer.mask.device))
         realised[name] = k / n
     return realised
@@ -168,7 +193,7 @@ def global_magnitude_masks(
     floors = layer_floors(layer_shapes(model), min_kept_per_output, dense)
     floors = {n: min(floors[n], a) for n, a in zip(names, active, strict=True)}
     # One stable sort (ties by position); the top `budget` among the layers not held at a floor.
-    order = torch.argsort(scores, descending=True, stable=True)
+    order = argsort_descending(scores)
     layer_of = torch.repeat_interleave(torch.arange(len(names)), sizes)[order]
     chosen: list[Tensor] = []
 
@@ -191,7 +216,7 @@ def global_magnitude_masks(
         realised[n] = counts[n] / size
         offset += size
     for n in dense:
-        layers[n].set_mask(torch.ones_like(layers[n].mask))
+        layers[n].keep_all()
         realised[n] = 1.0
     return {n: realised[n] for n in layers}
 

@@ -37,7 +37,6 @@ from ndsnn_triton.sparse.distribution import (
 from ndsnn_triton.sparse.masks import (
     boundary_layers,
     global_magnitude_masks,
-    layer_shapes,
     magnitude_masks,
     random_masks,
     topk_mask,
@@ -86,6 +85,7 @@ class SparseMethod:
         self.seed = int(seed)
         self.min_kept_per_output = check_min_kept(min_kept_per_output)
         self.model: nn.Module | None = None
+        self._layers: list[tuple[str, MaskedLayer]] = []
         self.steps_per_epoch = 0
         self.epochs = 0
         self.dense: set[str] = set()
@@ -125,16 +125,22 @@ class SparseMethod:
             raise ValueError(
                 f"{self.name}: the model has no maskable layers (SpikeConv2d / SpikeLinear)"
             )
+        self._layers = masked_layers(model)  # the model's structure is fixed from here on
         self.dense = boundary_layers(model, self.dense_first, self.dense_last)
         self.init_masks()
 
     def init_masks(self) -> None:
         for _, layer in self.layers():
-            layer.set_mask(torch.ones_like(layer.mask))
+            layer.keep_all()
+
+    def layer_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """``(name, weight shape)`` of every maskable layer, in model order."""
+        return [(name, tuple(layer.weight.shape)) for name, layer in self.layers()]
 
     def layers(self) -> list[tuple[str, MaskedLayer]]:
+        """``(name, layer)`` of every maskable layer of the bound model, in model order."""
         assert self.model is not None, "call setup(model, ...) first"
-        return masked_layers(self.model)
+        return self._layers
 
     def is_update_step(self, step: int) -> bool:
         """Whether the masks change after iteration ``step``."""
@@ -224,7 +230,7 @@ class SparseMethod:
         if self.distribution == "global":
             return self.global_split([density])[0]
         return layer_densities(
-            layer_shapes(self.model),
+            self.layer_shapes(),
             density,
             self.distribution,
             self.dense,
@@ -250,7 +256,7 @@ class SparseMethod:
         cached = _SPLITTERS.get(self.model)
         if cached is None or cached[0] != key:
             scores = {name: m.weight.detach().abs().masked_fill(~m.mask, 0.0) for name, m in layers}
-            floors = layer_floors(layer_shapes(self.model), self.min_kept_per_output, self.dense)
+            floors = layer_floors(self.layer_shapes(), self.min_kept_per_output, self.dense)
             cached = (key, GlobalSplitter(scores, self.dense, floors))
             _SPLITTERS[self.model] = cached
         return cached[1](list(densities))
