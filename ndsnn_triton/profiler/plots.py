@@ -573,7 +573,9 @@ def flops_vs_seconds(
             ax.plot(flops[0], y, "D", color="black", ms=5.5, zorder=5)
             for ci, config in enumerate(configs):
                 if config in seconds:
-                    ax.plot(seconds[config], y, markers[ci % 8], color=colors[ci % 10], ms=7,
+                    # each config on its own small vertical offset: equal values stay visible
+                    dy = 0.16 * (ci - (len(configs) - 1) / 2)
+                    ax.plot(seconds[config], y + dy, markers[ci % 8], color=colors[ci % 10], ms=7,
                             alpha=0.85, zorder=4)  # fmt: skip
             text = f"FLOPs {_times(flops[0])}" + "".join(
                 f" · {c} {_times(v)}" for c, v in seconds.items()

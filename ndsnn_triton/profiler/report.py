@@ -270,7 +270,12 @@ def _measured_section(
     ]
     _write_csv(out / "measured_claim.csv", claim)
     _write_csv(out / "measured_costs.csv", costs)
-    figure = plots.flops_vs_seconds(costs, target, out / "cost_flops_vs_seconds.png")
+    caption = (
+        plot_caption(a, target)
+        + "\nGPU seconds: each schedule priced with the step times measured per configuration, "
+        f"interpolated in overall density (from {Path(str(source)).name})."
+    )
+    figure = plots.flops_vs_seconds(costs, target, out / "cost_flops_vs_seconds.png", caption)
     (out / "cost_flops_vs_seconds.json").write_text(json.dumps(costs))
     return {
         "source": str(source),
