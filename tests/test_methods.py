@@ -102,8 +102,14 @@ def test_ndsnn_decrease_ends_at_the_last_update_when_t_end_is_past_it():
     assert method.last_update_step == 117_000 and method.t_end == 117_000
     assert method.target_density(117_000) == pytest.approx(0.01, abs=1e-15)
     assert _first_iteration_at(method.schedule(), 0.01) == 117_001
+    short = NDSNN(density=0.1, delta_t=1000)  # 20 iterations: the decrease lasts 15 of them
+    short.setup(small_snn(), steps_per_epoch=10, epochs=2)
+    assert short.update_interval == 15 and short.update_steps() == [15] == [short.t_end]
+    assert short.target_density(15) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="no mask update falls inside the run"):
-        NDSNN(density=0.1, delta_t=1000).setup(small_snn(), steps_per_epoch=10, epochs=2)
+        NDSNN(density=0.1, t0_fraction=1.0, t_end_fraction=1.0).setup(
+            small_snn(), steps_per_epoch=10, epochs=2
+        )
 
 
 def test_lth_round_densities_and_counts():

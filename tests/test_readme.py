@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+import ndsnn_triton
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
@@ -24,4 +26,9 @@ def test_quick_start_has_two_command_lines_and_ci_runs_the_test_line():
 
 @pytest.mark.parametrize("index", range(len(_blocks("python"))))
 def test_readme_python_blocks_run(index):
-    exec(compile(_blocks("python")[index], f"README.md python block {index}", "exec"), {})
+    # The examples show process-wide switches (set_backend): scope them to this test.
+    with (
+        ndsnn_triton.use_backend(ndsnn_triton.get_backend()),
+        ndsnn_triton.use_spike_check(ndsnn_triton.spike_check_enabled()),
+    ):
+        exec(compile(_blocks("python")[index], f"README.md python block {index}", "exec"), {})

@@ -136,7 +136,8 @@ class NDSNN(DropAndGrow):
             (defaults 0 and 0.75). Masks change only on the ΔT grid ``t0 + k·ΔT``; the clamped
             cubic reaches d_f at the first update at or after ``t_end``. Where no update follows
             ``t_end`` (e.g. ``t_end_fraction=1``), the decrease ends at the last update instead, so
-            every run ends at d_f.
+            every run ends at d_f. A run whose decrease is shorter than ΔT uses that length as
+            ΔT (one update, at ``t_end``).
         delta_t: iterations between updates (default 1000). zeta, zeta_end: drop-fraction range.
     """
 
@@ -198,9 +199,17 @@ class NDSNN(DropAndGrow):
         return int(self.t0_fraction * self.total_steps)
 
     @property
+    def update_interval(self) -> int:
+        """ΔT, capped at the length of the density decrease (from t0 to ``t_end_fraction`` of the
+        run, at most its last iteration): a run shorter than ΔT still prunes, once, at its end."""
+        span = min(int(self.t_end_fraction * self.total_steps), self.total_steps - 1) - self.t0
+        return min(self.delta_t, span) if span > 0 else self.delta_t
+
+    @property
     def last_update_step(self) -> int | None:
         """The last iteration of the update grid ``t0 + k·ΔT`` inside the run (None: no update)."""
-        last = self.t0 + (self.total_steps - 1 - self.t0) // self.delta_t * self.delta_t
+        interval = self.update_interval
+        last = self.t0 + (self.total_steps - 1 - self.t0) // interval * interval
         return last if last > 0 and last >= self.t0 else None
 
     @property
@@ -226,7 +235,7 @@ class NDSNN(DropAndGrow):
     def is_update_step(self, step: int) -> bool:
         if step < self.t0 or step <= 0 or step >= self.total_steps:
             return False
-        return (step - self.t0) % self.delta_t == 0
+        return (step - self.t0) % self.update_interval == 0
 
     def target_density(self, step: int) -> float:
         """Overall density after the update at ``step``: ``1 − θ_t`` (cubic), ``d_f`` after ``t_end``."""
@@ -251,8 +260,9 @@ class NDSNN(DropAndGrow):
 
     def update_steps(self) -> list[int]:
         """Every iteration after which the masks change, in order."""
-        first = self.t0 if self.t0 > 0 else self.delta_t
-        return [s for s in range(first, self.total_steps, self.delta_t) if self.is_update_step(s)]
+        interval = self.update_interval
+        first = self.t0 if self.t0 > 0 else interval
+        return [s for s in range(first, self.total_steps, interval) if self.is_update_step(s)]
 
     def schedule(self):
         sched = self.new_schedule()
