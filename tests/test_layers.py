@@ -168,3 +168,22 @@ def test_time_helpers_roundtrip_and_container():
     torch.testing.assert_close(out.mean(dim=(0, 1, 3, 4)), torch.zeros(2), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="time-first"):
         bn(torch.randn(2, 5))
+
+
+def test_kept_count_follows_every_mask_change():
+    """The count set_mask records is reused, never served stale: an in-place edit, load_state_dict
+    or a deep copy changed afterwards is counted again."""
+    import copy
+
+    layer = SpikeLinear(4, 3)
+    layer.set_mask(torch.rand(3, 4) < 2)  # all kept
+    assert layer.kept_weights == 12
+    layer.mask[0, 0] = False  # in place, outside set_mask
+    assert layer.kept_weights == 11 and layer.density == pytest.approx(11 / 12)
+    twin = copy.deepcopy(layer)
+    twin.mask[1] = False
+    assert twin.kept_weights == 7 and layer.kept_weights == 11
+    layer.load_state_dict(twin.state_dict())
+    assert layer.kept_weights == 7
+    layer.keep_all()
+    assert layer.kept_weights == 12 and bool(layer.mask.all())

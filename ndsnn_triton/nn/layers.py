@@ -96,7 +96,7 @@ class MaskedLayer:
     def apply_mask(self, kept: int | None = None) -> None:
         """Set the pruned weights to exactly zero (a no-op, leaving the weight untouched, when
         nothing is pruned). ``kept``: the mask's count of kept weights, if already known."""
-        kept = int(self.mask.sum()) if kept is None else kept
+        kept = self.kept_weights if kept is None else kept
         if kept < self.mask.numel():
             self.weight.masked_fill_(~self.mask, 0)
 

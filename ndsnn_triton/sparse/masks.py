@@ -80,10 +80,9 @@ def set_masks(model: nn.Module, masks: Mapping[str, Tensor]) -> None:
 
 
 def densities_of(model: nn.Module) -> dict[str, float]:
-    """Per-layer kept fraction (one host synchronisation for all layers)."""
-    layers = masked_layers(model)
-    counts = torch.stack([layer.mask.sum() for _, layer in layers]).tolist()
-    return {name: c / layer.mask.numel() for (name, layer), c in zip(layers, counts, strict=True)}
+    """Per-layer kept fraction (counts recorded by ``set_mask``: no host synchronisation unless a
+    mask was changed some other way)."""
+    return {name: layer.density for name, layer in masked_layers(model)}
 
 
 def overall_density(model: nn.Module, densities: Mapping[str, float] | None = None) -> float:
@@ -159,7 +158,7 @@ def random_masks(
 def magnitude_masks(model: nn.Module, densities: Mapping[str, float]) -> None:
     """Per layer, keep the ``round(p_l · n_l)`` largest-magnitude kept weights (a prune: never grows)."""
     for name, layer in masked_layers(model):
-        k = min(round(densities[name] * layer.weight.numel()), int(layer.mask.sum()))
+        k = min(round(densities[name] * layer.weight.numel()), layer.kept_weights)
         scores = layer.weight.abs().masked_fill(~layer.mask, -1.0)
         layer.set_mask(topk_mask(scores, k))
 
@@ -189,7 +188,7 @@ def global_magnitude_masks(
     ]
     scores = torch.cat(per_layer)
     sizes = torch.tensor([t.numel() for t in per_layer])
-    active = torch.stack([layers[n].mask.sum() for n in names]).tolist()
+    active = [layers[n].kept_weights for n in names]
     floors = layer_floors(layer_shapes(model), min_kept_per_output, dense)
     floors = {n: min(floors[n], a) for n, a in zip(names, active, strict=True)}
     # One stable sort (ties by position); the top `budget` among the layers not held at a floor.

@@ -311,7 +311,7 @@ def drop_and_grow(
     zeroes their weights and optimizer state).
     """
     mask = layer.mask
-    active = int(mask.sum())
+    active = layer.kept_weights
     count = max(0, min(count, active))
     if count == 0:
         return torch.zeros_like(mask)

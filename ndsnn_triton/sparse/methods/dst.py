@@ -72,7 +72,7 @@ class DropAndGrow(SparseMethod):
 
     def drop_and_grow_all(self, step: int, zeta: float) -> None:
         for index, name, layer in self.sparse_layers():
-            count = int(zeta * int(layer.mask.sum()))
+            count = int(zeta * layer.kept_weights)
             scores = self._grow_scores.get(name) if self.gradient_growth else None
             if self.gradient_growth and scores is None:
                 continue  # no gradient reached this layer on this step: nothing to rank growth by
@@ -254,9 +254,7 @@ class NDSNN(DropAndGrow):
 
     def _sparse_density(self) -> float:
         layers = self.sparse_layers()
-        return sum(int(m.mask.sum()) for _, _, m in layers) / sum(
-            m.mask.numel() for _, _, m in layers
-        )
+        return sum(m.kept_weights for _, _, m in layers) / sum(m.mask.numel() for _, _, m in layers)
 
     def update_steps(self) -> list[int]:
         """Every iteration after which the masks change, in order."""
