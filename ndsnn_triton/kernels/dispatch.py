@@ -1,10 +1,16 @@
 """Kernel registration and the ``auto`` choice between sparse Triton kernels and dense cuDNN/cuBLAS.
 
 Backend ``"triton"`` always runs the Triton kernel. Backend ``"auto"`` (CUDA only) times the
-Triton kernel and the reference (cuDNN/cuBLAS on the masked dense weight) once per op, shape, dtype
-and mask version with ``triton.testing.do_bench``, and keeps the faster until the mask changes
-(SparseProp's rule: sparse only where it measurably wins), so ``auto`` is never slower than dense
-by more than the timing noise. The analog input stem and dense-gradient steps use the reference.
+Triton kernel against the reference (cuDNN/cuBLAS on the masked dense weight) with
+``triton.testing.do_bench`` once per *choice key* and keeps the faster (SparseProp's rule: sparse
+only where it measurably wins). The key is what decides the race: the op, the tensors' shapes,
+dtypes and devices, the non-tensor arguments (stride, padding, ...) and the mask's density bucket
+(:data:`DENSITY_BUCKETS`) — never the mask's address or version, so a mask update within a bucket
+reuses the choice, and NDSNN's falling density costs one timing per bucket it enters. Calls whose
+Triton launcher would run the reference anyway (dense weight gradients, ``groups != 1``) are never
+timed. float64 runs on the reference under ``auto`` and is refused under ``triton``: the kernels
+accumulate in float32. Shapes the kernels cannot launch on (int32 offsets, CUDA grid limits: a
+:class:`~ndsnn_triton.kernels.launch.LaunchLimitError`) run on the reference under ``auto``. :func:`clear_caches` frees the choices and the cached mask indices.
 """
 
 from __future__ import annotations
@@ -16,62 +22,185 @@ import torch
 from torch import Tensor
 
 from ndsnn_triton.backend import get_backend, register_kernel
+from ndsnn_triton.kernels.launch import LaunchLimitError
+from ndsnn_triton.kernels.sparse_index import INDEX_CACHE, known_nnz, note_nnz
 from ndsnn_triton.kernels.triton_utils import HAS_TRITON, triton, triton_usable
 
 _CHOICES: OrderedDict[tuple, str] = OrderedDict()
 _MAX_CHOICES = 4096
 #: the sparse kernel must beat the dense one by this factor to be chosen (timing noise margin)
 SPARSE_MARGIN = 0.97
+#: lower edges of the density buckets a choice is made for: [0.5, 1], [0.2, 0.5), ...,
+#: [0.01, 0.02), and below 0.01 (bucket 0.0); log-spaced, so a run whose density falls from
+#: dense to 1 % times each op shape at most seven times
+DENSITY_BUCKETS: tuple[float, ...] = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
+#: every masked op takes its bool weight mask as the third argument
+_MASK_ARG = 2
 
 
-def _key(op: str, args: tuple) -> tuple:
-    parts: list = [op]
-    for a in args:
-        if isinstance(a, Tensor):
-            parts.append((tuple(a.shape), a.dtype, a.device.type))
-            if a.dtype == torch.bool:  # the mask: its identity and version decide the sparse cost
-                parts.append((a.data_ptr(), a._version))
-        else:
-            parts.append(a if isinstance(a, int | float | bool | str | type(None)) else tuple(a))
-    return tuple(parts)
+# ----------------------------------------------------------------------------- reference-only calls
+# Mirrors the Triton launchers in spike_conv.py / spike_linear.py: where they hand the call to the
+# reference, timing would race the reference against itself. Keep in step with the launchers.
+
+
+def _conv_reference_only(x, weight, mask, bias, stride, padding, dilation, groups) -> bool:
+    return groups != 1
+
+
+def _conv_input_grad_reference_only(
+    grad_out, weight, mask, input_size, stride, padding, dilation, groups
+) -> bool:
+    return groups != 1
+
+
+def _conv_weight_grad_reference_only(
+    grad_out, x, mask, stride, padding, dilation, groups, dense
+) -> bool:
+    return bool(dense) or groups != 1
+
+
+def _linear_weight_grad_reference_only(grad_out, x, mask, dense) -> bool:
+    return bool(dense)
+
+
+_REFERENCE_ONLY: dict[str, Callable[..., bool]] = {
+    "ndsnn::masked_conv2d": _conv_reference_only,
+    "ndsnn::masked_conv2d_input_grad": _conv_input_grad_reference_only,
+    "ndsnn::masked_conv2d_weight_grad": _conv_weight_grad_reference_only,
+    "ndsnn::masked_linear_weight_grad": _linear_weight_grad_reference_only,
+}
+
+
+def reference_only(op: str, args: tuple) -> bool:
+    """Whether ``op``'s Triton launcher runs the reference for these arguments."""
+    predicate = _REFERENCE_ONLY.get(op)
+    return predicate is not None and predicate(*args)
+
+
+# ----------------------------------------------------------------------------- choice key
+
+
+def density_bucket(density: float) -> float:
+    """The lower edge of the :data:`DENSITY_BUCKETS` bucket holding ``density`` (0.0 below all)."""
+    return next((edge for edge in DENSITY_BUCKETS if density >= edge), 0.0)
+
+
+def mask_density(mask: Tensor) -> float:
+    """The kept fraction of ``mask``: free where ``set_mask`` recorded the count, else one host
+    synchronisation per mask version (the count is recorded for the index build too)."""
+    nnz = known_nnz(mask)
+    if nnz is None:
+        nnz = int(mask.count_nonzero())
+        note_nnz(mask, nnz)
+    return nnz / max(mask.numel(), 1)
+
+
+def _arg_key(a: object) -> object:
+    if isinstance(a, Tensor):
+        return (tuple(a.shape), a.dtype, a.device)
+    if a is None or isinstance(a, int | float | bool | str):
+        return a
+    return tuple(a)
+
+
+def _mask_arg(args: tuple) -> Tensor | None:
+    mask = args[_MASK_ARG] if len(args) > _MASK_ARG else None
+    return mask if isinstance(mask, Tensor) and mask.dtype == torch.bool else None
+
+
+def choice_key(op: str, args: tuple) -> tuple:
+    """What decides ``op``'s sparse-vs-dense race: shapes, dtypes, devices, the non-tensor
+    arguments and the mask's density bucket (no address: a freed mask's reuse cannot alias)."""
+    mask = _mask_arg(args)
+    bucket = None if mask is None else density_bucket(mask_density(mask))
+    return (op, *map(_arg_key, args), bucket)
+
+
+# ----------------------------------------------------------------------------- timing and choice
 
 
 def _time_ms(fn: Callable, args: tuple) -> float:
     return float(triton.testing.do_bench(lambda: fn(*args), warmup=5, rep=20, return_mode="median"))
 
 
+def _race(sparse: Callable, dense: Callable, args: tuple) -> str:
+    return "sparse" if _time_ms(sparse, args) < SPARSE_MARGIN * _time_ms(dense, args) else "dense"
+
+
+def _remember(key: tuple, choice: str) -> None:
+    _CHOICES[key] = choice
+    while len(_CHOICES) > _MAX_CHOICES:
+        _CHOICES.popitem(last=False)
+
+
 def choose(op: str, sparse: Callable, dense: Callable, args: tuple) -> Callable:
-    """The faster of ``sparse`` and ``dense`` for these arguments (timed once, then cached)."""
-    key = _key(op, args)
+    """The faster of ``sparse`` and ``dense`` for these arguments (timed once per choice key)."""
+    if reference_only(op, args):
+        return dense
+    key = choice_key(op, args)
     choice = _CHOICES.get(key)
     if choice is None:
-        choice = (
-            "sparse" if _time_ms(sparse, args) < SPARSE_MARGIN * _time_ms(dense, args) else "dense"
-        )
-        _CHOICES[key] = choice
-        while len(_CHOICES) > _MAX_CHOICES:
-            _CHOICES.popitem(last=False)
+        choice = _race(sparse, dense, args)
+        _remember(key, choice)
+    else:
+        _CHOICES.move_to_end(key)
     return sparse if choice == "sparse" else dense
 
 
-def register(op: str, sparse: Callable, dense: Callable, timed: bool = True) -> None:
-    """Register ``sparse`` as ``op``'s Triton implementation, with the ``auto`` choice around it."""
+def clear_caches() -> None:
+    """Free the library's caches: the ``auto`` choices and the cached mask indices (with the
+    masks they keep alive). Call between benchmark cases; later calls re-time and rebuild."""
+    _CHOICES.clear()
+    INDEX_CACHE.clear()
+
+
+# ----------------------------------------------------------------------------- registration
+
+
+def _has_float64(tensors: list[Tensor]) -> bool:
+    return any(t.dtype == torch.float64 for t in tensors)
+
+
+def _timeable(tensors: list[Tensor]) -> bool:
+    return tensors[0].device.type == "cuda"
+
+
+def wrap(op: str, sparse: Callable, dense: Callable, timed: bool = True) -> Callable:
+    """``op``'s Triton entry point: checks, then ``sparse``, ``dense`` or the ``auto`` choice."""
 
     def run(*args):
         tensors = [a for a in args if isinstance(a, Tensor)]
+        backend = get_backend()
+        if _has_float64(tensors):
+            if backend == "triton":
+                raise TypeError(
+                    f"{op}: backend 'triton' does not take float64 (its kernels accumulate in "
+                    "float32); use backend 'torch' or 'auto' for float64, or float32 inputs"
+                )
+            return dense(*args)
         if not triton_usable(*tensors):
-            if get_backend() == "triton":
+            if backend == "triton":
                 devices = sorted({t.device.type for t in tensors})
                 raise RuntimeError(
                     f"{op}: backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 set before import for CPU); got {devices}"
                 )
             return dense(*args)
-        if get_backend() == "auto" and timed and tensors[0].device.type == "cuda":
-            return choose(op, sparse, dense, args)(*args)
-        return sparse(*args)
+        if backend != "auto":
+            return sparse(*args)
+        try:  # the plans refuse shapes past int32 offsets or grid limits before launching
+            if timed and _timeable(tensors):
+                return choose(op, sparse, dense, args)(*args)
+            return sparse(*args)
+        except LaunchLimitError:
+            return dense(*args)
 
     run.__name__ = f"{op.split('::')[1]}_dispatch"
-    register_kernel(op, "triton")(run)
+    return run
+
+
+def register(op: str, sparse: Callable, dense: Callable, timed: bool = True) -> None:
+    """Register ``sparse`` as ``op``'s Triton implementation, with the ``auto`` choice around it."""
+    register_kernel(op, "triton")(wrap(op, sparse, dense, timed))
 
 
 def register_all() -> None:

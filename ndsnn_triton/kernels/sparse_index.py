@@ -14,8 +14,10 @@ Built on the device with cumsum and stable sorts (no ``nonzero``). Buffers are s
 build (``cap`` = that mask's non-zero count; NDSNN's count only falls, RigL/SET keep it) and reused
 while the count fits. Sizing them needs the non-zero count on the host: ``MaskedLayer.set_mask``
 records it (:func:`note_nnz`) at the synchronisation a mask change makes anyway, so a layer's index
-is rebuilt with no further one; a mask changed any other way costs one count per change. Indices are cached per mask tensor and version (:func:`get_index`), so a changed mask
-is never served a stale index.
+is rebuilt with no further one; a mask changed any other way costs one count per change (recorded
+for the ``auto`` dispatch too). Indices are cached per mask tensor and version (:func:`get_index`),
+so a changed mask is never served a stale index; each holds only cap-sized buffers, and
+``ndsnn_triton.kernels.dispatch.clear_caches()`` frees them all.
 """
 
 from __future__ import annotations
@@ -61,7 +63,9 @@ def build_index(mask2d: Tensor, cap: int | None = None) -> SparseIndex:
     col_ptr = torch.cat([zero, col_counts.cumsum(0, dtype=torch.int32)])
     # Entries past the current count are pruned positions (the sort's tail): kernels stop at
     # row_ptr / nnz, and the weight-gradient scatter writes their zero partial sums there.
-    pos = _true_first(mask2d.reshape(-1))[:cap]
+    # The argsorts span the whole mask: clone the cap-sized head so the cached index does not
+    # keep the full sort's storage alive (a 1 %-dense mask would hold 100x what it needs).
+    pos = _true_first(mask2d.reshape(-1))[:cap].clone()
     pos_t = _true_first(mask2d.t().reshape(-1))[:cap]
     return SparseIndex(
         rows=rows,
@@ -86,7 +90,8 @@ def note_nnz(mask: Tensor, nnz: int) -> None:
     mask._ndsnn_nnz = (mask._version, int(nnz))
 
 
-def _known_nnz(mask: Tensor) -> int | None:
+def known_nnz(mask: Tensor) -> int | None:
+    """The count :func:`note_nnz` recorded for ``mask``'s current version, else None."""
     hint = getattr(mask, "_ndsnn_nnz", None)
     return hint[1] if hint is not None and hint[0] == mask._version else None
 
@@ -115,11 +120,12 @@ class _IndexCache:
             self.entries.move_to_end(key)
             return entry[2]
         mask2d = mask.reshape(rows, cols)
-        nnz = _known_nnz(mask)
+        nnz = known_nnz(mask)
         cap = nnz
         if entry is not None:
             if nnz is None:
                 nnz = int(mask2d.sum())  # sizing check on a mask change only (no hint recorded)
+                note_nnz(mask, nnz)
             cap = entry[2].cap if nnz <= entry[2].cap else nnz
         index = build_index(mask2d, cap)
         self.builds += 1
@@ -130,6 +136,7 @@ class _IndexCache:
         return index
 
     def clear(self) -> None:
+        """Drop every index and the masks the entries keep alive."""
         self.entries.clear()
 
 
