@@ -9,10 +9,20 @@ float or compact (int8/uint8/bool, 1 byte per spike); ``y`` has the weight's dty
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ndsnn_triton.kernels.launch import (
+    FILL_PROGRAMS,
+    KernelLaunch,
+    check_elements,
+    check_grid,
+    plan,
+    pow2_block,
+)
 from ndsnn_triton.kernels.sparse_index import get_index
 from ndsnn_triton.kernels.triton_utils import HAS_TRITON, cdiv, tl, triton
 
@@ -109,6 +119,9 @@ def masked_conv2d_weight_grad_ref(
 # 1 byte per value instead of 4) and accumulates in fp32. The input gradient walks the transpose
 # index per input channel; the weight gradient is a sampled product at the kept positions only,
 # split over chunks of positions and reduced in a second, deterministic pass.
+#
+# Grids put the position blocks on axis 0 (up to 2³¹ − 1 programs) and channels on axis 1 (CUDA
+# caps axes 1 and 2 at 65,535). Offsets are int32: the plans refuse tensors past that range.
 
 
 if HAS_TRITON:
@@ -120,8 +133,8 @@ if HAS_TRITON:
         stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
         KH: tl.constexpr, KW: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_P: tl.constexpr,
     ):  # fmt: skip
-        o = tl.load(row_order + tl.program_id(0))
-        p = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
+        o = tl.load(row_order + tl.program_id(1))
+        p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
         pmask = p < N * OH * OW
         n = p // (OH * OW)
         rem = p % (OH * OW)
@@ -155,8 +168,8 @@ if HAS_TRITON:
         stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
         KH: tl.constexpr, KW: tl.constexpr, BLOCK_P: tl.constexpr,
     ):  # fmt: skip
-        c = tl.program_id(0)
-        p = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
+        c = tl.program_id(1)
+        p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
         pmask = p < N * H * W
         n = p // (H * W)
         rem = p % (H * W)
@@ -209,6 +222,9 @@ if HAS_TRITON:
         r = k % (KH * KW)
         kh = r // KW
         kw = r % KW
+        # per-entry parts of the offsets, hoisted out of the position loop
+        dy_base = o * (OH * OW)
+        x_base = c * (H * W)
         acc = tl.zeros([BLOCK_E], dtype=tl.float32)
         P = N * OH * OW
         p_lo = chunk * CHUNK
@@ -224,22 +240,194 @@ if HAS_TRITON:
             both = emask[:, None] & pmask[None, :]
             inside = both & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
             g = tl.load(
-                dy_ptr + ((n[None, :] * OC + o[:, None]) * OH + oh[None, :]) * OW + ow[None, :],
+                dy_ptr + (dy_base[:, None] + (n * (OC * OH * OW) + rem)[None, :]),
                 mask=both,
                 other=0,
             )
             xv = tl.load(
-                x_ptr + ((n[None, :] * C + c[:, None]) * H + ih) * W + iw, mask=inside, other=0
+                x_ptr + (x_base[:, None] + (n * (C * H * W))[None, :] + ih * W + iw),
+                mask=inside,
+                other=0,
             )
             acc += tl.sum(g.to(tl.float32) * xv.to(tl.float32), axis=1)
         tl.store(partial_ptr + chunk * CAP + e, acc, mask=e < CAP)
 
 
-_TARGET_PROGRAMS = 512
+# ----------------------------------------------------------------------------- launch plans
+
+_I32 = "i32"
+_GEOMETRY = ("stride_h", "stride_w", "pad_h", "pad_w", "dil_h", "dil_w")
+#: the weight gradient splits positions into at most this many chunks (partial sums: chunks × cap)
+MAX_WGRAD_CHUNKS = 64
+#: weight-gradient tile: BLOCK_E kept weights × BLOCK_P positions per loop iteration, on 8 warps
+#: (4 elements per thread). Compiled for sm_90: 48 registers, 62.5 % occupancy; the earlier
+#: 16 × 128 tile on 4 warps held 96-153 registers (19-31 %), 16 × 64 on 4 warps 80 (37.5 %).
+WGRAD_BLOCK_E = 16
+WGRAD_BLOCK_P = 64
+WGRAD_NUM_WARPS = 8
+#: compile options pinned per kernel, so results do not follow Triton's changing defaults. The
+#: conv kernels accumulate ``acc += w·x`` with fused multiply-adds (one rounding per term).
+CONV_FP_FUSION = True
+#: software-pipelining depth of the gather loops (Triton's default, stated explicitly)
+CONV_NUM_STAGES = 3
 
 
-def _block_p(positions: int) -> int:
-    return 128 if positions >= 128 else max(16, 1 << (positions - 1).bit_length())
+def _ptr(dtype: torch.dtype) -> torch.dtype:
+    """The element dtype a tensor is passed to the kernels as (bool spikes travel as int8)."""
+    return torch.int8 if dtype == torch.bool else dtype
+
+
+def _warps(block: int) -> int:
+    """Warps for a 1-D block of ``block`` lanes: one element per thread, 1 to 4 warps."""
+    return max(1, min(4, block // 32))
+
+
+def _out_hw(h: int, w: int, kh: int, kw: int, stride, padding, dilation) -> tuple[int, int]:
+    oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    return oh, ow
+
+
+def _scalars(*names: str) -> dict[str, str]:
+    return dict.fromkeys(names, _I32)
+
+
+@plan("conv_fwd")
+def conv_fwd_plan(
+    x_shape: Sequence[int],
+    w_shape: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    x_dtype: torch.dtype,
+    w_dtype: torch.dtype,
+    has_bias: bool,
+) -> KernelLaunch:
+    """The forward's launch for ``x [N, C, H, W]`` and ``weight [OC, C, KH, KW]`` (groups = 1)."""
+    n, c, h, w = x_shape
+    oc, _, kh, kw = w_shape
+    oh, ow = _out_hw(h, w, kh, kw, stride, padding, dilation)
+    name = "ndsnn::masked_conv2d (Triton forward)"
+    check_elements(name, x=n * c * h * w, weight=oc * c * kh * kw, output=n * oc * oh * ow)
+    positions = n * oh * ow
+    block = pow2_block(positions, 16, 128, others=oc)
+    grid = (cdiv(positions, block), oc)
+    check_grid(name, grid)
+    return KernelLaunch(
+        name="conv_fwd",
+        kernel=_conv_fwd_kernel if HAS_TRITON else None,
+        grid=grid,
+        pointers={
+            "x_ptr": _ptr(x_dtype),
+            "w_ptr": w_dtype,
+            "bias_ptr": w_dtype,
+            "row_ptr": torch.int32,
+            "col_idx": torch.int32,
+            "row_order": torch.int32,
+            "y_ptr": w_dtype,
+        },
+        scalars=_scalars("N", "C", "H", "W", "OC", "OH", "OW", "K", *_GEOMETRY),
+        constexprs={"KH": kh, "KW": kw, "HAS_BIAS": bool(has_bias), "BLOCK_P": block},
+        num_warps=_warps(block),
+        num_stages=CONV_NUM_STAGES,
+        enable_fp_fusion=CONV_FP_FUSION,
+    )
+
+
+@plan("conv_dgrad")
+def conv_dgrad_plan(
+    input_size: Sequence[int],
+    w_shape: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    dtype: torch.dtype,
+) -> KernelLaunch:
+    """The input gradient's launch: ``dY [N, OC, OH, OW]`` (``dtype``) to ``dX`` of ``input_size``."""
+    n, c, h, w = input_size
+    oc, _, kh, kw = w_shape
+    oh, ow = _out_hw(h, w, kh, kw, stride, padding, dilation)
+    name = "ndsnn::masked_conv2d_input_grad (Triton)"
+    check_elements(
+        name, grad_input=n * c * h * w, weight=oc * c * kh * kw, grad_out=n * oc * oh * ow
+    )
+    positions = n * h * w
+    block = pow2_block(positions, 16, 128, others=c)
+    grid = (cdiv(positions, block), c)
+    check_grid(name, grid)
+    return KernelLaunch(
+        name="conv_dgrad",
+        kernel=_conv_dgrad_kernel if HAS_TRITON else None,
+        grid=grid,
+        pointers={
+            "dy_ptr": dtype,
+            "w_ptr": dtype,
+            "col_ptr": torch.int32,
+            "t_row_idx": torch.int32,
+            "dx_ptr": dtype,
+        },
+        scalars=_scalars("N", "C", "H", "W", "OC", "OH", "OW", "K", *_GEOMETRY),
+        constexprs={"KH": kh, "KW": kw, "BLOCK_P": block},
+        num_warps=_warps(block),
+        num_stages=CONV_NUM_STAGES,
+        enable_fp_fusion=CONV_FP_FUSION,
+    )
+
+
+@plan("conv_wgrad")
+def conv_wgrad_plan(
+    x_shape: Sequence[int],
+    w_shape: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    cap: int,
+    dy_dtype: torch.dtype,
+    x_dtype: torch.dtype,
+) -> KernelLaunch:
+    """The weight gradient's launch over the ``cap`` index entries of a ``w_shape`` mask.
+
+    Positions are split into chunks only as far as needed to offer :data:`FILL_PROGRAMS`
+    programs: the partial sums cost ``chunks × cap`` fp32 values.
+    """
+    n, c, h, w = x_shape
+    oc, _, kh, kw = w_shape
+    oh, ow = _out_hw(h, w, kh, kw, stride, padding, dilation)
+    name = "ndsnn::masked_conv2d_weight_grad (Triton)"
+    positions = n * oh * ow
+    e_blocks = cdiv(max(cap, 1), WGRAD_BLOCK_E)
+    want = max(1, min(MAX_WGRAD_CHUNKS, cdiv(FILL_PROGRAMS, e_blocks)))
+    block_p = pow2_block(positions, 16, WGRAD_BLOCK_P, others=e_blocks)
+    chunks = max(1, min(want, cdiv(positions, block_p)))
+    chunk = cdiv(cdiv(positions, chunks), block_p) * block_p
+    chunks = cdiv(positions, chunk) if positions else 0
+    check_elements(
+        name, input=n * c * h * w, grad_out=n * oc * oh * ow, partial_sums=chunks * max(cap, 1)
+    )
+    grid = (e_blocks, chunks)
+    check_grid(name, grid)
+    return KernelLaunch(
+        name="conv_wgrad",
+        kernel=_conv_wgrad_kernel if HAS_TRITON else None,
+        grid=grid,
+        pointers={
+            "dy_ptr": dy_dtype,
+            "x_ptr": _ptr(x_dtype),
+            "row_ptr": torch.int32,
+            "entry_row": torch.int32,
+            "col_idx": torch.int32,
+            "partial_ptr": torch.float32,
+        },
+        scalars=_scalars("N", "C", "H", "W", "OC", "OH", "OW", "ROWS", "CAP", "CHUNK", *_GEOMETRY),
+        constexprs={"KH": kh, "KW": kw, "BLOCK_E": WGRAD_BLOCK_E, "BLOCK_P": block_p},
+        num_warps=WGRAD_NUM_WARPS,
+        num_stages=CONV_NUM_STAGES,
+        enable_fp_fusion=CONV_FP_FUSION,
+        values={"CHUNK": chunk},
+    )
+
+
+# ----------------------------------------------------------------------------- launchers
 
 
 def masked_conv2d_triton(
@@ -255,22 +443,22 @@ def masked_conv2d_triton(
     """Forward on the sparse kernel (groups = 1; others fall back to the reference)."""
     if groups != 1:
         return masked_conv2d_ref(x, weight, mask, bias, stride, padding, dilation, groups)
+    launch = conv_fwd_plan(
+        x.shape, weight.shape, stride, padding, dilation, x.dtype, weight.dtype, bias is not None
+    )
     n, c, h, w = x.shape
     oc, _, kh, kw = weight.shape
-    oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    ow = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    index = get_index(mask, oc, c * kh * kw)
+    oh, ow = _out_hw(h, w, kh, kw, stride, padding, dilation)
     y = torch.empty((n, oc, oh, ow), dtype=weight.dtype, device=x.device)
-    positions = n * oh * ow
-    block = _block_p(positions)
+    if y.numel() == 0:
+        return y
+    index = get_index(mask, oc, c * kh * kw)
     wc = weight.contiguous()
-    grid = (oc, cdiv(positions, block))
     xc = x.contiguous()
-    _conv_fwd_kernel[grid](
+    launch.run(
         xc.view(torch.int8) if xc.dtype == torch.bool else xc, wc, bias if bias is not None else wc, index.row_ptr, index.col_idx, index.row_order, y,
         n, c, h, w, oc, oh, ow, c * kh * kw,
         stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
-        KH=kh, KW=kw, HAS_BIAS=bias is not None, BLOCK_P=block,
     )  # fmt: skip
     return y
 
@@ -290,18 +478,18 @@ def masked_conv2d_input_grad_triton(
         return masked_conv2d_input_grad_ref(
             grad_out, weight, mask, input_size, stride, padding, dilation, groups
         )
+    launch = conv_dgrad_plan(input_size, weight.shape, stride, padding, dilation, grad_out.dtype)
     n, c, h, w = input_size
     oc, _, kh, kw = weight.shape
     _, _, oh, ow = grad_out.shape
-    index = get_index(mask, oc, c * kh * kw)
     dx = torch.empty((n, c, h, w), dtype=grad_out.dtype, device=grad_out.device)
-    positions = n * h * w
-    block = _block_p(positions)
-    _conv_dgrad_kernel[(c, cdiv(positions, block))](
+    if dx.numel() == 0:
+        return dx
+    index = get_index(mask, oc, c * kh * kw)
+    launch.run(
         grad_out.contiguous(), weight.contiguous(), index.col_ptr, index.t_row_idx, dx,
         n, c, h, w, oc, oh, ow, c * kh * kw,
         stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
-        KH=kh, KW=kw, BLOCK_P=block,
     )  # fmt: skip
     return dx
 
@@ -319,6 +507,7 @@ def masked_conv2d_weight_grad_triton(
     """Weight gradient at the kept positions (sampled product, two-stage deterministic reduction).
 
     Dense weight gradients (growth steps) and grouped convolutions use the reference (cuDNN).
+    An empty batch gives zeros.
     """
     if dense or groups != 1:
         return masked_conv2d_weight_grad_ref(
@@ -327,24 +516,21 @@ def masked_conv2d_weight_grad_triton(
     n, c, h, w = x.shape
     oc, _, kh, kw = mask.shape
     _, _, oh, ow = grad_out.shape
+    if n * oh * ow == 0:
+        return torch.zeros(mask.shape, dtype=grad_out.dtype, device=grad_out.device)
     index = get_index(mask, oc, c * kh * kw)
-    positions = n * oh * ow
-    block_p = _block_p(positions)
-    block_e = 16
-    # Split the positions only as far as needed to fill the GPU (~512 programs): the partial sums
-    # cost chunks × cap floats, so many entries means few chunks.
-    chunks = max(1, min(64, _TARGET_PROGRAMS // cdiv(index.cap, block_e), cdiv(positions, block_p)))
-    chunk = cdiv(cdiv(positions, chunks), block_p) * block_p
-    chunks = cdiv(positions, chunk)
+    launch = conv_wgrad_plan(
+        x.shape, mask.shape, stride, padding, dilation, index.cap, grad_out.dtype, x.dtype
+    )
+    chunks, chunk = launch.grid[1], launch.values["CHUNK"]
     partial = torch.zeros((chunks, index.cap), dtype=torch.float32, device=grad_out.device)
-    _conv_wgrad_kernel[(cdiv(index.cap, block_e), chunks)](
-        grad_out.contiguous(), x.contiguous(), index.row_ptr, index.entry_row, index.col_idx, partial,
+    xc = x.contiguous()
+    launch.run(
+        grad_out.contiguous(), xc.view(torch.int8) if xc.dtype == torch.bool else xc, index.row_ptr, index.entry_row, index.col_idx, partial,
         n, c, h, w, oc, oh, ow, oc, index.cap, chunk,
         stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
-        KH=kh, KW=kw, BLOCK_E=block_e, BLOCK_P=block_p,
     )  # fmt: skip
     grad = torch.zeros(mask.numel(), dtype=torch.float32, device=grad_out.device)
-    grad.scatter_(
-        0, index.entry_flat, partial.sum(0)
-    )  # entries past nnz carry 0 to pruned positions
+    # entries past nnz carry 0 to pruned positions
+    grad.scatter_(0, index.entry_flat, partial.sum(0))
     return grad.view(mask.shape).to(grad_out.dtype)
