@@ -526,6 +526,59 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def _add_roofline_parser(sub: argparse._SubParsersAction) -> None:
+    from ndsnn_triton.profiler.roofline import PEAKS
+
+    p = sub.add_parser(
+        "roofline",
+        help="per-launch work model and roofline bounds for VGG-16 (a model, not a measurement)",
+        description="Print (or write) the minimum bytes, FLOPs and roofline lower bound of every "
+        "kernel launch for SPEC's VGG-16 layers and LIF sizes, beside SPEC's measured H100 times.",
+    )
+    p.add_argument("--out", default=None, help="write the markdown here instead of printing it")
+    p.add_argument(
+        "--gpu",
+        nargs="+",
+        choices=sorted(PEAKS),
+        default=["h100", "h200"],
+        help="peak sets to bound with (default: h100 h200)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=sorted(_DTYPES),
+        default="bf16",
+        help="weights, outputs, gradients (default bf16)",
+    )
+    p.add_argument(
+        "--spike-dtype",
+        choices=["int8", *sorted(_DTYPES)],
+        default=None,
+        help="conv forward input spikes (default: --dtype, float spikes as in training)",
+    )
+    p.set_defaults(func=_cmd_roofline)
+
+
+def _cmd_roofline(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ndsnn_triton.profiler.roofline import TableConfig, render_markdown
+
+    dtype = _DTYPES[args.dtype]
+    spike = {**_DTYPES, "int8": torch.int8}[args.spike_dtype] if args.spike_dtype else dtype
+    text = render_markdown(TableConfig(dtype=dtype, spike_dtype=spike, gpus=tuple(args.gpu)))
+    if args.out is None:
+        print(text, end="")
+        return 0
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"wrote {out} (model, not measurement)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ndsnn", description="Sparse spiking neural network training toolkit."
@@ -535,6 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report_parser(sub)
     _add_train_parser(sub)
     _add_profile_parser(sub)
+    _add_roofline_parser(sub)
     _add_step_parser(sub)
     return parser
 

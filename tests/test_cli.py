@@ -70,3 +70,15 @@ def test_console_script_runs():
         timeout=120,
     )
     assert proc.returncode == 0 and __version__ in proc.stdout
+
+
+def test_roofline_writes_the_model_table(tmp_path, capsys):
+    out = tmp_path / "docs" / "roofline.md"
+    assert main(["roofline", "--out", str(out), "--gpu", "h100"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    text = out.read_text()
+    assert "model, not measurement" in text
+    assert "H100 SXM fp32 CUDA µs" in text and "H200" not in text
+    assert main(["roofline", "--spike-dtype", "int8"]) == 0
+    printed = capsys.readouterr().out
+    assert "model, not measurement" in printed and "conv forward input spikes int8" in printed
