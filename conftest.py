@@ -44,3 +44,19 @@ def _process_state_is_left_as_found(request):
             "ndsnn_triton.use_backend, ndsnn_triton.use_spike_check, monkeypatch.setenv, ...).",
             pytrace=False,
         )
+
+
+@pytest.fixture
+def no_tf32():
+    """IEEE fp32 for the test: TF32 off for cuDNN convolutions and CUDA matmuls, restored after.
+
+    (cuDNN fp32 convolutions use TF32 by default; tolerances of 1e-5 need it off.)"""
+    cudnn_tf32 = torch.backends.cudnn.allow_tf32
+    matmul_precision = torch.get_float32_matmul_precision()
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
+        torch.set_float32_matmul_precision(matmul_precision)

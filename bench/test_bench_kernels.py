@@ -1,8 +1,15 @@
 """Per-kernel benchmarks on the VGG-16 and ResNet-19 layer shapes (B = 64, T = 5).
 
-Each case times the sparse Triton kernels and, in the same run, cuDNN (fp32, tf32, bf16,
-``cudnn.benchmark=True``) and torch.sparse CSR, with ``triton.testing.do_bench`` medians and
-quantiles; pytest-benchmark times a synchronising call of the Triton forward + backward.
+Each case times the sparse Triton kernels and, in the same run, cuDNN (fp32 with TF32 off, tf32,
+bf16, ``cudnn.benchmark=True``; flags pinned per case and restored) and torch.sparse CSR, with
+``triton.testing.do_bench`` medians and quantiles; pytest-benchmark times a synchronising call of
+the Triton forward + backward.
+
+GPU cases: 54 by default — 51 conv cases (13 layers × densities 1, 0.1, 0.01 at spike rate 0.1,
+plus rates 0.05 and 0.2 on vgg.conv2 and vgg.conv9) and 3 LIF shapes; do_bench warm-up 5 ms,
+rep 25 ms. ``NDSNN_BENCH_FULL=1``: 159 cases (every layer at densities 1, 0.1, 0.05, 0.01 and
+rates 0.05, 0.1, 0.2), warm-up 10 ms, rep 50 ms. ``tests/test_bench_results.py`` checks these
+counts against the grids below.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import ndsnn_triton
-from bench.conftest import record
+from bench.conftest import BENCH_FULL, pinned_flags, record
 from ndsnn_triton.kernels.lif import (
     lif_backward_ref,
     lif_backward_triton,
@@ -43,15 +50,40 @@ LAYERS = [
     ("resnet.l2.conv2", 256, 256, 3, 1, 1, 8),
     ("resnet.l3.conv2", 512, 512, 3, 1, 1, 4),
 ]
-DENSITIES = [1.0, 0.1, 0.05, 0.01]
+DENSITIES_FULL = [1.0, 0.1, 0.05, 0.01]
+DENSITIES_TRIMMED = [1.0, 0.1, 0.01]  # dense, 90 % and 99 % sparse
 RATES = [0.05, 0.1, 0.2]
+#: trimmed grid: every spike rate on these layers, 0.1 on the others
+RATE_LAYERS = ("vgg.conv2", "vgg.conv9")
+LIF_SHAPES = [(64, 32, 32), (128, 16, 16), (512, 4, 4)]
 QUANTILES = [0.5, 0.2, 0.8]
+#: do_bench warm-up and measuring time per timed function (ms)
+WARMUP_MS, REP_MS = (10, 50) if BENCH_FULL else (5, 25)
+
+
+def conv_cases(full: bool = BENCH_FULL) -> list[tuple[tuple, float, float]]:
+    """(layer, density, spike rate) of every conv case of the grid."""
+    densities = DENSITIES_FULL if full else DENSITIES_TRIMMED
+    return [
+        (layer, density, rate)
+        for layer in LAYERS
+        for density in densities
+        for rate in RATES
+        if full or rate == 0.1 or layer[0] in RATE_LAYERS
+    ]
+
+
+CONV_CASES = conv_cases()
 
 
 def _bench(fn) -> list[float]:
+    """do_bench [median, 20 %, 80 %] quantiles of ``fn`` in ms."""
     import triton
 
-    return [float(v) for v in triton.testing.do_bench(fn, quantiles=QUANTILES, warmup=10, rep=50)]
+    return [
+        float(v)
+        for v in triton.testing.do_bench(fn, quantiles=QUANTILES, warmup=WARMUP_MS, rep=REP_MS)
+    ]
 
 
 def _sync(fn):
@@ -62,22 +94,23 @@ def _sync(fn):
     return run
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("rate", RATES)
-@pytest.mark.parametrize("density", DENSITIES)
-@pytest.mark.parametrize("layer", LAYERS, ids=[layer[0] for layer in LAYERS])
-def test_conv_layer(benchmark, layer, density, rate):
-    torch.backends.cudnn.benchmark = True
-    name, cin, cout, k, s, p, size = layer
+def _conv_inputs(layer: tuple, density: float, rate: float) -> dict:
+    """Spikes, weight, mask, geometry and an output gradient of one case, on CUDA."""
+    _, cin, cout, k, s, p, size = layer
     g = torch.Generator(device="cuda").manual_seed(0)
     x = (torch.rand(B * T, cin, size, size, device="cuda", generator=g) < rate).float()
     w = torch.randn(cout, cin, k, k, device="cuda", generator=g)
     mask = torch.rand(w.shape, device="cuda", generator=g) < density
     geo = ([s, s], [p, p], [1, 1], 1)
     y = masked_conv2d_triton(x, w, mask, None, *geo)
-    dy = torch.randn_like(y)
+    return {"x": x, "w": w, "mask": mask, "geo": geo, "dy": torch.randn_like(y)}
+
+
+def _triton_times(c: dict) -> dict[str, list[float]]:
+    """Triton forward (float and int8 spikes), input and weight gradients and their sum."""
+    x, w, mask, geo, dy = c["x"], c["w"], c["mask"], c["geo"], c["dy"]
     x8 = x.to(torch.int8)
-    times: dict[str, list[float]] = {
+    times = {
         "triton_fwd": _bench(lambda: masked_conv2d_triton(x, w, mask, None, *geo)),
         # compact spikes as the forward input (what an inference pass with int8 LIF output hands on)
         "triton_fwd_int8_input": _bench(lambda: masked_conv2d_triton(x8, w, mask, None, *geo)),
@@ -86,74 +119,97 @@ def test_conv_layer(benchmark, layer, density, rate):
         ),
         "triton_wgrad": _bench(lambda: masked_conv2d_weight_grad_triton(dy, x8, mask, *geo, False)),
     }
-    times["triton_fwd_bwd"] = [
-        a + b + c
-        for a, b, c in zip(
-            times["triton_fwd"], times["triton_dgrad"], times["triton_wgrad"], strict=True
-        )
-    ]
-    wm = w * mask
+    parts = zip(times["triton_fwd"], times["triton_dgrad"], times["triton_wgrad"], strict=True)
+    times["triton_fwd_bwd"] = [a + b + c for a, b, c in parts]
+    return times
+
+
+def _cudnn_times(c: dict, s: int, p: int) -> dict[str, list[float]]:
+    """cuDNN forward and forward+backward on the masked dense weight: fp32 (TF32 off), tf32, bf16.
+
+    Inputs are copies (``to(dtype, copy=True)``): ``x.to(float32)`` would return ``x`` itself and
+    leave it requiring grad for the later timings."""
+    wm = c["w"] * c["mask"]
+    times = {}
     for label, dtype, tf32 in (
         ("cudnn_fp32", torch.float32, False),
         ("cudnn_tf32", torch.float32, True),
         ("cudnn_bf16", torch.bfloat16, True),
     ):
-        torch.backends.cudnn.allow_tf32 = tf32
-        xd, wd = x.to(dtype).requires_grad_(), wm.to(dtype).requires_grad_()
-        times[f"{label}_fwd"] = _bench(lambda xd=xd, wd=wd: F.conv2d(xd, wd, None, s, p))
-        out = F.conv2d(xd, wd, None, s, p)
-        gd = dy.to(dtype)
-        times[f"{label}_fwd_bwd"] = _bench(
-            lambda xd=xd, wd=wd, gd=gd: torch.autograd.grad(
-                F.conv2d(xd, wd, None, s, p), (xd, wd), gd
+        xd = c["x"].to(dtype, copy=True).requires_grad_()
+        wd = wm.to(dtype, copy=True).requires_grad_()
+        gd = c["dy"].to(dtype)
+        with pinned_flags(tf32=tf32):
+            times[f"{label}_fwd"] = _bench(lambda xd=xd, wd=wd: F.conv2d(xd, wd, None, s, p))
+            times[f"{label}_fwd_bwd"] = _bench(
+                lambda xd=xd, wd=wd, gd=gd: torch.autograd.grad(
+                    F.conv2d(xd, wd, None, s, p), (xd, wd), gd
+                )
             )
-        )
-        del out
-    torch.backends.cudnn.allow_tf32 = True
-    csr = wm.reshape(cout, -1).to_sparse_csr()
-    # im2col is done once outside the timing (in the CSR baseline's favour): only the sparse product is timed.
-    rhs = F.unfold(x, k, padding=p, stride=s).transpose(0, 1).reshape(cin * k * k, -1).contiguous()
-    times["torch_csr_fwd"] = _bench(lambda: torch.sparse.mm(csr, rhs))
-    index_build = _bench(lambda: build_index(mask.reshape(cout, -1), int(mask.sum())))
-    row = {
-        "layer": name,
-        "shape": {
-            "B": B,
-            "T": T,
-            "cin": cin,
-            "cout": cout,
-            "k": k,
-            "stride": s,
-            "padding": p,
-            "map": size,
-        },
-        "density": density,
-        "spike_rate": rate,
-        "dtype_triton": "float32 weights, fp32 accumulate, int8 saved spikes",
-        "median_ms": {key: v[0] for key, v in times.items()},
-        "quantiles_ms": {key: v for key, v in times.items()},
-        "index_rebuild_ms": index_build[0],
-        "speedup_fwd_vs_cudnn_bf16": times["cudnn_bf16_fwd"][0] / times["triton_fwd"][0],
-        "speedup_fwd_bwd_vs_cudnn_bf16": times["cudnn_bf16_fwd_bwd"][0]
-        / times["triton_fwd_bwd"][0],
-        "speedup_fwd_vs_csr": times["torch_csr_fwd"][0] / times["triton_fwd"][0],
-    }
-    benchmark.extra_info.update(row)
-    benchmark.group = name
-    record("kernels", row)
-
-    def fwd_bwd():
-        masked_conv2d_triton(x, w, mask, None, *geo)
-        masked_conv2d_input_grad_triton(dy, w, mask, list(x.shape), *geo)
-        masked_conv2d_weight_grad_triton(dy, x8, mask, *geo, False)
-
-    benchmark.pedantic(_sync(fwd_bwd), rounds=5, iterations=1, warmup_rounds=1)
+    return times
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(
-    "shape", [(64, 32, 32), (128, 16, 16), (512, 4, 4)], ids=["c64m32", "c128m16", "c512m4"]
+    ("layer", "density", "rate"),
+    CONV_CASES,
+    ids=[f"{layer[0]}-d{density:g}-r{rate:g}" for layer, density, rate in CONV_CASES],
 )
+def test_conv_layer(benchmark, layer, density, rate):
+    name, cin, cout, k, s, p, size = layer
+    with pinned_flags(cudnn_benchmark=True, tf32=False):
+        c = _conv_inputs(layer, density, rate)
+        times = _triton_times(c) | _cudnn_times(c, s, p)
+        csr = (c["w"] * c["mask"]).reshape(cout, -1).to_sparse_csr()
+        # im2col is done once outside the timing (in the CSR baseline's favour): only the sparse
+        # product is timed.
+        rhs = F.unfold(c["x"], k, padding=p, stride=s).transpose(0, 1).reshape(cin * k * k, -1)
+        rhs = rhs.contiguous()
+        times["torch_csr_fwd"] = _bench(lambda: torch.sparse.mm(csr, rhs))
+        mask2d = c["mask"].reshape(cout, -1)
+        nnz = int(mask2d.sum())  # sized on the host outside the timing, as the kernels do
+        index_build = _bench(lambda: build_index(mask2d, nnz))
+        row = {
+            "case": f"{name}/d{density:g}/r{rate:g}",
+            "layer": name,
+            "shape": {
+                "B": B,
+                "T": T,
+                "cin": cin,
+                "cout": cout,
+                "k": k,
+                "stride": s,
+                "padding": p,
+                "map": size,
+            },
+            "density": density,
+            "spike_rate": rate,
+            "dtype_triton": "float32 weights, fp32 accumulate, int8 saved spikes",
+            "do_bench_ms": {"warmup": WARMUP_MS, "rep": REP_MS},
+            "median_ms": {key: v[0] for key, v in times.items()},
+            "quantiles_ms": dict(times),
+            "index_rebuild_ms": index_build[0],
+            "speedup_fwd_vs_cudnn_bf16": times["cudnn_bf16_fwd"][0] / times["triton_fwd"][0],
+            "speedup_fwd_bwd_vs_cudnn_bf16": times["cudnn_bf16_fwd_bwd"][0]
+            / times["triton_fwd_bwd"][0],
+            "speedup_fwd_vs_csr": times["torch_csr_fwd"][0] / times["triton_fwd"][0],
+        }
+        benchmark.extra_info.update(row)
+        benchmark.group = name
+        record("kernels", row)
+        x, w, mask, geo, dy = c["x"], c["w"], c["mask"], c["geo"], c["dy"]
+        x8 = x.to(torch.int8)
+
+        def fwd_bwd():
+            masked_conv2d_triton(x, w, mask, None, *geo)
+            masked_conv2d_input_grad_triton(dy, w, mask, list(x.shape), *geo)
+            masked_conv2d_weight_grad_triton(dy, x8, mask, *geo, False)
+
+        benchmark.pedantic(_sync(fwd_bwd), rounds=3, iterations=1, warmup_rounds=1)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", LIF_SHAPES, ids=["c64m32", "c128m16", "c512m4"])
 def test_lif(benchmark, shape):
     c, h, w = shape
     x = torch.randn(T, B, c, h, w, device="cuda")
@@ -179,10 +235,12 @@ def test_lif(benchmark, shape):
     bytes_moved = 3 * n + 3 * n
     ms = times["triton_fwd"][0] + times["triton_bwd"][0]
     row = {
+        "case": f"lif/T{T}B{B}C{c}H{h}W{w}",
         "kernel": "lif",
         "shape": {"T": T, "B": B, "C": c, "H": h, "W": w},
         "median_ms": {k: v[0] for k, v in times.items()},
         "quantiles_ms": times,
+        "do_bench_ms": {"warmup": WARMUP_MS, "rep": REP_MS},
         "bandwidth_gb_s": bytes_moved / (ms * 1e-3) / 1e9,
         "speedup_vs_eager": (times["eager_fwd"][0] + times["eager_bwd"][0]) / ms,
     }
@@ -191,7 +249,7 @@ def test_lif(benchmark, shape):
     record("lif", row)
     benchmark.pedantic(
         _sync(lambda: lif_forward_triton(x, v0, 4 / 3, 1.0, 0.0, True)),
-        rounds=5,
+        rounds=3,
         iterations=1,
         warmup_rounds=1,
     )

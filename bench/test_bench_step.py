@@ -10,11 +10,18 @@ split, random masks) it records
   ζ = 0.3), then the compressed-index rebuild of every layer after that mask change
   (``kind="rebuild"``);
 
-with ``triton.testing.do_bench`` medians and quantiles, the peak GPU memory of one step and the
-measured mean input spike rate. Configurations: ``auto_*`` runs the ``ndsnn`` ops on backend
+with ``triton.testing.do_bench`` medians and quantiles, the peak GPU memory of one step (library
+caches freed and CUDA's cache emptied between cases) and the measured mean input spike rate. Configurations: ``auto_*`` runs the ``ndsnn`` ops on backend
 ``auto`` (Triton where it wins, else cuDNN), ``dense_*`` the same model on backend ``torch``
 (cuDNN/cuBLAS on the masked dense weight, eager LIF), each in bf16 autocast and in fp32.
+Timed steps run with the binary-spike input check off (``use_spike_check(False)``: it is a
+host-synchronising validation, not training work), ``cudnn.benchmark=True`` and TF32 off (fp32
+means IEEE fp32; flags pinned per case and restored, and recorded in the file's environment).
 ``bench/results/step_times-<device>.json`` feeds ``ndsnn report --step-times``.
+
+GPU cases: 64 by default (2 models × 4 configurations × densities 1, 0.1, 0.05, 0.01 × 2 kinds;
+do_bench warm-up 5 ms, rep 25 ms). ``NDSNN_BENCH_FULL=1``: 80 cases (density 0.02 too; warm-up
+3 ms, rep 60 ms). ``tests/test_bench_results.py`` checks these counts against the grid below.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import pytest
 import torch
 
 import ndsnn_triton
-from bench.conftest import record
+from bench.conftest import BENCH_FULL, pinned_flags, record
 from ndsnn_triton.kernels.sparse_index import build_index
 from ndsnn_triton.models import build_model
 from ndsnn_triton.nn import masked_layers, reset_net
@@ -36,7 +43,10 @@ from ndsnn_triton.train.trainer import forward_backward, sparse_optimizer_step
 
 B, T = 64, 5
 MODELS = ["vgg16", "resnet19"]
-DENSITIES = [1.0, 0.1, 0.05, 0.02, 0.01]
+DENSITIES_FULL = [1.0, 0.1, 0.05, 0.02, 0.01]
+DENSITIES_TRIMMED = [1.0, 0.1, 0.05, 0.01]
+DENSITIES = DENSITIES_FULL if BENCH_FULL else DENSITIES_TRIMMED
+KINDS = ["train", "update"]
 #: config -> (backend, bf16 autocast)
 CONFIGS = {
     "auto_bf16": ("auto", True),
@@ -45,6 +55,8 @@ CONFIGS = {
     "dense_fp32": ("torch", False),
 }
 QUANTILES = [0.5, 0.2, 0.8]
+#: do_bench warm-up and measuring time per timed function (ms)
+WARMUP_MS, REP_MS = (3, 60) if BENCH_FULL else (5, 25)
 
 
 class StepCase:
@@ -55,6 +67,7 @@ class StepCase:
     ):
         torch.manual_seed(0)
         self.model_name = model_name
+        self.requested_density = density
         kwargs = {"num_classes": 10, "T": steps_T}
         size, channels = (8, 1) if model_name == "small" else (32, 3)
         self.model = build_model(model_name, **kwargs).to(device)
@@ -92,22 +105,36 @@ class StepCase:
         rates = [s.input_rate for s in monitor.stats() if s.spike_input]
         return sum(rates) / len(rates)
 
+    def case_id(self, config: str, kind: str) -> str:
+        """The identity of a row of this case in the result file."""
+        batch, steps_T = self.x.shape[0], self.model.T
+        return f"{self.model_name}/{config}/B{batch}T{steps_T}/d{self.requested_density:g}/{kind}"
+
+    def size_indices(self) -> None:
+        """Count every layer's kept weights on the host (the buffer sizes), outside any timing."""
+        self._caps = [int(layer.mask.sum()) for _, layer in masked_layers(self.model)]
+
     def rebuild_all(self) -> None:
         """Rebuild every layer's compressed index from its current mask (what a mask change costs),
         into buffers of a known size as the kernels do (no host synchronisation)."""
         if not hasattr(self, "_caps"):
-            self._caps = [int(layer.mask.sum()) for _, layer in masked_layers(self.model)]
+            self.size_indices()
         for (_, layer), cap in zip(masked_layers(self.model), self._caps, strict=True):
             build_index(layer.mask.reshape(layer.mask.shape[0], -1), cap)
 
 
 def measure_case(
-    case: StepCase, config: str, timer: Callable[[Callable[[], None]], list[float]]
+    case: StepCase,
+    config: str,
+    timer: Callable[[Callable[[], None]], list[float]],
+    quantiles: list[float] = QUANTILES,
 ) -> list[dict]:
-    """Rows for one case: the step itself and, after a mask update, the index rebuild."""
+    """Rows for one case: the step itself and, after a mask update, the index rebuild.
+
+    ``timer(fn)`` returns ``fn``'s times in ms at ``quantiles`` (the median first)."""
     backend, amp = CONFIGS[config]
     cuda = case.x.device.type == "cuda"
-    with ndsnn_triton.use_backend(backend):
+    with ndsnn_triton.use_backend(backend), ndsnn_triton.use_spike_check(False):
         case.run(amp)  # warm-up: autotuning, the auto dispatch's timing, index builds
         if cuda:
             torch.cuda.synchronize()
@@ -128,32 +155,55 @@ def measure_case(
     }
     rows = [
         {
+            "case": case.case_id(config, case.kind),
             **base,
             "kind": case.kind,
             "median_ms": times[0],
+            "quantiles": quantiles,
             "quantiles_ms": times,
             "peak_memory_bytes": peak,
         }
     ]
     if case.kind == "update":
+        case.size_indices()
         rebuild = timer(case.rebuild_all)
-        rows.append({**base, "kind": "rebuild", "median_ms": rebuild[0], "quantiles_ms": rebuild})
+        rows.append(
+            {
+                "case": case.case_id(config, "rebuild"),
+                **base,
+                "kind": "rebuild",
+                "median_ms": rebuild[0],
+                "quantiles": quantiles,
+                "quantiles_ms": rebuild,
+            }
+        )
     return rows
 
 
 def _do_bench(fn: Callable[[], None]) -> list[float]:
+    """do_bench [median, 20 %, 80 %] quantiles of ``fn`` in ms."""
     import triton
 
-    return [float(v) for v in triton.testing.do_bench(fn, quantiles=QUANTILES, warmup=3, rep=60)]
+    return [
+        float(v)
+        for v in triton.testing.do_bench(fn, quantiles=QUANTILES, warmup=WARMUP_MS, rep=REP_MS)
+    ]
+
+
+@pytest.fixture
+def gpu_step_flags():
+    """cuDNN autotuning on, TF32 off (IEEE fp32 for the fp32 configurations); restored after."""
+    with pinned_flags(cudnn_benchmark=True, tf32=False):
+        yield
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("kind", ["train", "update"])
+@pytest.mark.usefixtures("gpu_step_flags")
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("density", DENSITIES)
 @pytest.mark.parametrize("config", list(CONFIGS))
 @pytest.mark.parametrize("model", MODELS)
 def test_training_step(benchmark, model, config, density, kind):
-    torch.backends.cudnn.benchmark = True
     case = StepCase(model, density, kind, "cuda", B, T)
     rows = measure_case(case, config, _do_bench)
     for row in rows:
@@ -163,7 +213,7 @@ def test_training_step(benchmark, model, config, density, kind):
     backend, amp = CONFIGS[config]
 
     def step():
-        with ndsnn_triton.use_backend(backend):
+        with ndsnn_triton.use_backend(backend), ndsnn_triton.use_spike_check(False):
             case.run(amp)
         torch.cuda.synchronize()
 

@@ -13,10 +13,14 @@ import ndsnn_triton
 from ndsnn_triton import lif_multistep, masked_conv2d, masked_linear
 from ndsnn_triton.kernels.triton_utils import HAS_TRITON, interpreting
 
-pytestmark = pytest.mark.skipif(
-    not HAS_TRITON or not (torch.cuda.is_available() or interpreting()),
-    reason="needs Triton on CUDA or the interpreter",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not HAS_TRITON or not (torch.cuda.is_available() or interpreting()),
+        reason="needs Triton on CUDA or the interpreter",
+    ),
+    # cuDNN fp32 must not use TF32 while it serves as the reference
+    pytest.mark.usefixtures("no_tf32"),
+]
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 EXAMPLES = int(os.environ.get("NDSNN_FUZZ_EXAMPLES", "20"))
 FUZZ = settings(

@@ -18,10 +18,14 @@ from ndsnn_triton.kernels.sparse_index import INDEX_CACHE, build_index
 from ndsnn_triton.kernels.triton_utils import HAS_TRITON, interpreting
 from ndsnn_triton.nn import SpikeConv2d, SpikeLinear
 
-pytestmark = pytest.mark.skipif(
-    not HAS_TRITON or not (torch.cuda.is_available() or interpreting()),
-    reason="needs Triton on CUDA or TRITON_INTERPRET=1",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not HAS_TRITON or not (torch.cuda.is_available() or interpreting()),
+        reason="needs Triton on CUDA or TRITON_INTERPRET=1",
+    ),
+    # cuDNN fp32 must not use TF32 while it serves as the reference
+    pytest.mark.usefixtures("no_tf32"),
+]
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 # (N, Cin, H, W, Cout, k, stride, padding, dilation): odd channels, 1x1 maps, batch 1, stride 2
