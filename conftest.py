@@ -2,11 +2,14 @@
 
 * Without CUDA, Triton runs in its interpreter (``TRITON_INTERPRET=1``, set before anything
   imports Triton), and cases marked ``gpu`` are skipped.
+* ``NDSNN_CASE_TIMEOUT=<seconds>`` kills a test (and its process, with tracebacks) that runs
+  longer: the one-shot GPU check's guard against a hung kernel.
 * Every test starts on a fixed seed, and must leave process-wide state as it found it: the
   autouse fixture snapshots torch's and the library's settings and the environment before each
   test, restores them after it, and fails the test that changed them (see ``ndsnn_triton.testing``).
 """
 
+import faulthandler
 import os
 
 import pytest
@@ -26,6 +29,29 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+#: seconds after which a hung test kills its pytest process with every thread's traceback
+#: (``python -m bench.gpu_check`` sets it, so a hung GPU kernel cannot stall the whole check);
+#: the tracebacks go to ``NDSNN_CASE_TIMEOUT_LOG`` (pytest captures stderr at the fd level)
+CASE_TIMEOUT = float(os.environ.get("NDSNN_CASE_TIMEOUT", "0") or 0)
+
+
+@pytest.fixture(autouse=True)
+def _case_timeout(request):
+    """With ``NDSNN_CASE_TIMEOUT`` set: dump tracebacks and exit if a test runs past it."""
+    if CASE_TIMEOUT <= 0:
+        yield
+        return
+    log_path = os.environ.get("NDSNN_CASE_TIMEOUT_LOG")
+    with open(log_path, "a") if log_path else open(os.devnull, "w") as log:
+        log.write(f"{request.node.nodeid}\n")
+        log.flush()
+        faulthandler.dump_traceback_later(CASE_TIMEOUT, exit=True, file=log)
+        try:
+            yield
+        finally:
+            faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture(autouse=True)
