@@ -32,6 +32,18 @@ from ndsnn_triton.kernels.spike_conv import (
     masked_conv2d_triton,
     masked_conv2d_weight_grad_triton,
 )
+from ndsnn_triton.profiler.roofline import (
+    PEAKS,
+    ConvShape,
+    achieved_fraction,
+    conv_dgrad_work,
+    conv_fwd_work,
+    conv_wgrad_work,
+    lif_bwd_work,
+    lif_fwd_work,
+    mask_stats,
+    roofline_ms,
+)
 
 B, T = 64, 5
 # (name, Cin, Cout, k, stride, padding, input map)
@@ -149,6 +161,35 @@ def _cudnn_times(c: dict, s: int, p: int) -> dict[str, list[float]]:
     return times
 
 
+def _device_peaks():
+    """Published peaks of this GPU: H200's on an H200, else H100's."""
+    return PEAKS["h200"] if "h200" in torch.cuda.get_device_name().lower() else PEAKS["h100"]
+
+
+def _roofline_fractions(mask: torch.Tensor, geometry: tuple, times: dict) -> dict:
+    """Each Triton launch's roofline bound (``ndsnn_triton.profiler.roofline``, fp32 weights,
+    int8 saved spikes, float spike input) and the fraction of it the measured median reaches, on
+    this device's peaks when known (H100/H200), else H100's."""
+    n, cin, size, _, cout, k, s, p = geometry
+    shape = ConvShape(n, cin, size, size, cout, k, k, (s, s), (p, p), (1, 1))
+    stats = mask_stats(mask, shape)
+    f32 = torch.float32
+    works = {
+        "triton_fwd": conv_fwd_work(shape, stats, f32, f32),
+        "triton_fwd_int8_input": conv_fwd_work(shape, stats, torch.int8, f32),
+        "triton_dgrad": conv_dgrad_work(shape, stats, f32, f32),
+        "triton_wgrad": conv_wgrad_work(shape, stats, f32, torch.int8),
+    }
+    peaks = _device_peaks()
+    return {
+        "peaks": peaks.name,
+        "bound_ms": {key: roofline_ms(w, peaks) for key, w in works.items()},
+        "achieved_fraction": {
+            key: achieved_fraction(times[key][0], w, peaks) for key, w in works.items()
+        },
+    }
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize(
     ("layer", "density", "rate"),
@@ -193,6 +234,9 @@ def test_conv_layer(benchmark, layer, density, rate):
             "speedup_fwd_bwd_vs_cudnn_bf16": times["cudnn_bf16_fwd_bwd"][0]
             / times["triton_fwd_bwd"][0],
             "speedup_fwd_vs_csr": times["torch_csr_fwd"][0] / times["triton_fwd"][0],
+            "roofline": _roofline_fractions(
+                c["mask"], (B * T, cin, size, size, cout, k, s, p), times
+            ),
         }
         benchmark.extra_info.update(row)
         benchmark.group = name
@@ -234,6 +278,13 @@ def test_lif(benchmark, shape):
     n = x.numel() * 4
     bytes_moved = 3 * n + 3 * n
     ms = times["triton_fwd"][0] + times["triton_bwd"][0]
+    peaks = _device_peaks()
+    neurons = B * c * h * w
+    works = {
+        "triton_fwd": lif_fwd_work(T, neurons, torch.float32),
+        "triton_fwd_int8_no_h": lif_fwd_work(T, neurons, torch.float32, int8_spikes=True),
+        "triton_bwd": lif_bwd_work(T, neurons, torch.float32),
+    }
     row = {
         "case": f"lif/T{T}B{B}C{c}H{h}W{w}",
         "kernel": "lif",
@@ -243,6 +294,14 @@ def test_lif(benchmark, shape):
         "do_bench_ms": {"warmup": WARMUP_MS, "rep": REP_MS},
         "bandwidth_gb_s": bytes_moved / (ms * 1e-3) / 1e9,
         "speedup_vs_eager": (times["eager_fwd"][0] + times["eager_bwd"][0]) / ms,
+        # LIF is memory-bound: the fraction of the HBM roofline is the fraction of bandwidth
+        "roofline": {
+            "peaks": peaks.name,
+            "bound_ms": {key: roofline_ms(wk, peaks) for key, wk in works.items()},
+            "achieved_fraction": {
+                key: achieved_fraction(times[key][0], wk, peaks) for key, wk in works.items()
+            },
+        },
     }
     benchmark.extra_info.update(row)
     benchmark.group = "lif"

@@ -157,3 +157,23 @@ def test_gpu_case_counts_in_docstrings_match_the_grids():
     assert {d for _, d, _ in trimmed} == {1.0, 0.1, 0.01}
     assert {layer[0] for layer, _, r in trimmed if r != 0.1} == {"vgg.conv2", "vgg.conv9"}
     assert 0.02 not in step.DENSITIES_TRIMMED
+
+
+def test_kernel_rows_rate_each_launch_against_its_roofline(monkeypatch):
+    """The kernel benchmark's roofline fields: bound from the work model, fraction = bound /
+    measured median, on the H200's peaks on an H200."""
+    import torch
+
+    from bench import test_bench_kernels as kb
+    from ndsnn_triton.profiler.roofline import PEAKS
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H200")
+    mask = torch.rand(8, 4, 3, 3, generator=torch.Generator().manual_seed(0)) < 0.1
+    keys = ("triton_fwd", "triton_fwd_int8_input", "triton_dgrad", "triton_wgrad")
+    times = {key: [0.5, 0.4, 0.6] for key in keys}
+    out = kb._roofline_fractions(mask, (20, 4, 6, 6, 8, 3, 1, 1), times)
+    assert out["peaks"] == PEAKS["h200"].name
+    for key in keys:
+        assert out["bound_ms"][key] > 0
+        assert out["achieved_fraction"][key] == out["bound_ms"][key] / 0.5
+    assert out["bound_ms"]["triton_fwd_int8_input"] < out["bound_ms"]["triton_fwd"]
