@@ -9,9 +9,11 @@ from ndsnn_triton import ops
 from ndsnn_triton._version import __version__
 from ndsnn_triton.backend import (
     get_backend,
+    raise_deferred_spike_errors,
     set_backend,
     set_spike_check,
     spike_check_enabled,
+    spike_check_mode,
     use_backend,
     use_spike_check,
 )
@@ -24,9 +26,11 @@ __all__ = [
     "masked_conv2d",
     "masked_linear",
     "ops",
+    "raise_deferred_spike_errors",
     "set_backend",
     "set_spike_check",
     "spike_check_enabled",
+    "spike_check_mode",
     "use_backend",
     "use_spike_check",
 ]

@@ -11,6 +11,11 @@ Three backends:
 The choice is process-wide (``set_backend``), scoped (``use_backend``) or taken from the
 ``NDSNN_BACKEND`` environment variable at import. Ops read it at call time, inside their
 opaque implementations, so switching never retraces a ``torch.compile`` graph.
+
+The binary-spike input check is chosen the same way (``set_spike_check``, ``use_spike_check``,
+``NDSNN_CHECK_SPIKES``): ``"eager"`` raises at the call, ``"deferred"`` keeps a device-side flag
+per op that :func:`raise_deferred_spike_errors` reads back, ``"auto"`` (default) is eager on CPU
+and deferred elsewhere, so a training step on a GPU never waits for the check.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
+
+import torch
 
 BACKENDS: tuple[str, ...] = ("auto", "torch", "triton")
 
@@ -33,7 +40,6 @@ def _validated(name: str, source: str) -> str:
 
 
 _current: str = _validated(os.environ.get("NDSNN_BACKEND", "auto"), "NDSNN_BACKEND")
-_check_spikes: bool = os.environ.get("NDSNN_CHECK_SPIKES", "1") not in ("0", "false", "False")
 
 
 def get_backend() -> str:
@@ -84,30 +90,117 @@ def aten_reference() -> Iterator[None]:
         _aten_reference = previous
 
 
+# ----------------------------------------------------------------------------- binary-spike check
+
+SPIKE_CHECK_MODES: tuple[str, ...] = ("auto", "eager", "deferred", "off")
+# Boolean spellings of the environment variable (it used to be an on/off switch).
+_SPIKE_MODE_ALIASES = {"": "auto", "1": "auto", "true": "auto", "0": "off", "false": "off"}
+#: pending deferred checks: (op name, device) -> bool scalar on that device, True once an input failed
+_DEFERRED: dict[tuple[str, torch.device], torch.Tensor] = {}
+
+
+def _spike_mode(value: bool | str, source: str) -> str:
+    if isinstance(value, bool):
+        return "auto" if value else "off"
+    name = value.strip().lower() if isinstance(value, str) else None
+    name = _SPIKE_MODE_ALIASES.get(name, name)
+    if name not in SPIKE_CHECK_MODES:
+        raise ValueError(
+            f"unknown binary-spike check mode {value!r} (from {source}); expected a bool or "
+            f"one of {SPIKE_CHECK_MODES}"
+        )
+    return name
+
+
+_spike_check: str = _spike_mode(os.environ.get("NDSNN_CHECK_SPIKES", "auto"), "NDSNN_CHECK_SPIKES")
+
+
+def spike_check_mode() -> str:
+    """The binary-spike check mode: ``"auto"``, ``"eager"``, ``"deferred"`` or ``"off"``."""
+    return _spike_check
+
+
 def spike_check_enabled() -> bool:
-    """Whether ops with ``spike_input=True`` verify that their input is binary."""
-    return _check_spikes
+    """Whether ops with ``spike_input=True`` verify that their input is binary (any mode but off)."""
+    return _spike_check != "off"
 
 
-def set_spike_check(enabled: bool) -> None:
-    """Turn the binary-spike input check on or off (``NDSNN_CHECK_SPIKES=0`` at import).
+def spike_check_for(device_type: str) -> str:
+    """How an op checks a spike input on ``device_type``: ``"eager"``, ``"deferred"`` or ``"off"``.
 
-    The check is one extra pass over the input per call; switch it off for timing runs.
+    ``"auto"`` checks eagerly on CPU (an immediate error costs nothing there) and deferred
+    elsewhere, where reading the result back would stall the host until the device queue drains.
     """
-    global _check_spikes
-    _check_spikes = bool(enabled)
+    if _spike_check != "auto":
+        return _spike_check
+    return "eager" if device_type == "cpu" else "deferred"
+
+
+def set_spike_check(mode: bool | str) -> None:
+    """Select the binary-spike input check for every later op call (``NDSNN_CHECK_SPIKES`` at import).
+
+    ``True`` is ``"auto"``, ``False`` is ``"off"``. ``"eager"`` raises at the offending call (one
+    host synchronisation per call); ``"deferred"`` only ORs a device-side flag per op, raised by
+    :func:`raise_deferred_spike_errors`; ``"auto"`` is eager on CPU, deferred on other devices.
+    Each check is one extra pass over the input; switch it off for timing runs.
+    """
+    global _spike_check
+    _spike_check = _spike_mode(mode, "set_spike_check")
 
 
 @contextlib.contextmanager
-def use_spike_check(enabled: bool) -> Iterator[None]:
-    """Context manager: run the enclosed block with the binary-spike check on or off, then restore."""
-    global _check_spikes
-    previous = _check_spikes
-    _check_spikes = bool(enabled)
+def use_spike_check(mode: bool | str) -> Iterator[None]:
+    """Context manager: run the enclosed block with the binary-spike check ``mode``, then restore."""
+    global _spike_check
+    previous = _spike_check
+    _spike_check = _spike_mode(mode, "use_spike_check")
     try:
         yield
     finally:
-        _check_spikes = previous
+        _spike_check = previous
+
+
+def spike_error(op: str, deferred: bool = False) -> ValueError:
+    """The error for non-binary input to ``op`` (one or more op names, comma-separated)."""
+    message = (
+        f"{op}: spike_input=True requires binary spikes (every value 0 or 1), but the input "
+        "holds other values; pass spike_input=False for analog input"
+    )
+    if deferred:
+        message += (
+            " (found by the deferred check since the previous check point; run under "
+            "ndsnn_triton.use_spike_check('eager') to raise at the offending call)"
+        )
+    return ValueError(message)
+
+
+def defer_spike_error(op: str, bad: torch.Tensor) -> None:
+    """OR ``bad`` (a bool scalar on the input's device) into ``op``'s pending flag; no host sync."""
+    key = (op, bad.device)
+    flag = _DEFERRED.get(key)
+    if flag is None:
+        # A normal tensor even inside inference mode, so later in-place updates stay legal.
+        with torch.inference_mode(False):
+            flag = _DEFERRED[key] = torch.zeros((), dtype=torch.bool, device=bad.device)
+    flag.logical_or_(bad)
+
+
+def raise_deferred_spike_errors() -> None:
+    """Raise the ``ValueError`` of every op whose deferred binary-spike check failed since the
+    last call, and clear the flags.
+
+    One host synchronisation per device that holds flags; none when no op deferred a check.
+    """
+    failed: list[str] = []
+    for device in {device for _, device in _DEFERRED}:
+        items = [(op, flag) for (op, dev), flag in _DEFERRED.items() if dev == device]
+        values = torch.stack([flag for _, flag in items]).tolist()
+        for (op, flag), value in zip(items, values, strict=True):
+            if value:
+                failed.append(op)
+                flag.zero_()
+    if failed:
+        raise spike_error(", ".join(sorted(failed)), deferred=True)
 
 
 def register_kernel(op_name: str, backend: str = "triton") -> Callable[[Callable], Callable]:

@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ndsnn_triton.backend import resolve, spike_check_enabled
+from ndsnn_triton.backend import defer_spike_error, resolve, spike_check_for, spike_error
 from ndsnn_triton.kernels.lif import lif_backward_ref, lif_forward_ref
 
 # For nn layers: the mask's kept count is recorded at set_mask's host sync, so the kernels' index
@@ -44,11 +44,16 @@ SPIKE_DTYPES = (torch.int8, torch.uint8, torch.bool)
 
 
 def _check_binary(x: Tensor, op: str) -> None:
-    if spike_check_enabled() and x.numel() and not bool(((x == 0) | (x == 1)).all()):
-        raise ValueError(
-            f"{op}: spike_input=True requires binary spikes (every value 0 or 1), but the input "
-            "holds other values; pass spike_input=False for analog input"
-        )
+    """Check that spike input ``x`` holds only 0 and 1: raise now (eager mode) or OR a device-side
+    flag that ``raise_deferred_spike_errors`` reads later (deferred mode, no host sync)."""
+    mode = spike_check_for(x.device.type)
+    if mode == "off" or not x.numel() or x.dtype == torch.bool:
+        return
+    bad = torch.logical_and(x != 0, x != 1).any()  # NaN counts as non-binary
+    if mode == "deferred":
+        defer_spike_error(op, bad)
+    elif bool(bad):
+        raise spike_error(op)
 
 
 def _conv_out_hw(

@@ -3,7 +3,8 @@
 ``capture_state()`` takes a snapshot of every process-wide setting that changes results or speed
 of later code — torch's thread count, default dtype, grad/inference/anomaly modes, deterministic
 and TF32 flags, autocast state, the library's switches (backend, binary-spike check, aten
-reference mode) and the environment variables they read — plus the library's caches and kernel registry.
+reference mode) and the environment variables they read — plus the library's caches, kernel registry
+and pending deferred binary-spike check flags.
 ``changed_settings(before, after)`` names the settings that differ; ``restore_state(before)``
 puts everything back. The project's pytest fixture uses them to fail any test that leaks state
 (a test that calls ``torch.set_num_threads(1)`` changes every later test's float summation order).
@@ -68,7 +69,7 @@ def _settings() -> dict[str, Any]:
         "cuda matmul allow_tf32": torch.backends.cuda.matmul.allow_tf32,
         "autocast cache": torch.is_autocast_cache_enabled(),
         "ndsnn backend (ndsnn_triton.set_backend)": backend.get_backend(),
-        "ndsnn binary-spike check (ndsnn_triton.set_spike_check)": backend.spike_check_enabled(),
+        "ndsnn binary-spike check (ndsnn_triton.set_spike_check)": backend.spike_check_mode(),
         "ndsnn aten reference mode": backend.aten_reference_enabled(),
         "ndsnn kernel registry": dict(backend._KERNELS),
         "environment variables": {k: v for k, v in os.environ.items() if _watched(k)},
@@ -86,6 +87,8 @@ def capture_state() -> ProcessState:
     caches = {
         "sparse index cache": sparse_index.INDEX_CACHE.entries.copy(),
         "auto-dispatch choices": dispatch._CHOICES.copy(),
+        # Flags are updated in place: a copy, so a test's pending spike errors do not leak.
+        "deferred spike-check flags": {k: v.clone() for k, v in backend._DEFERRED.items()},
     }
     return ProcessState(_settings(), caches)
 
@@ -145,6 +148,10 @@ def restore_state(state: ProcessState) -> None:
     sparse_index.INDEX_CACHE.entries = state.caches["sparse index cache"].copy()
     dispatch._CHOICES.clear()
     dispatch._CHOICES.update(state.caches["auto-dispatch choices"])
+    backend._DEFERRED.clear()
+    backend._DEFERRED.update(
+        {k: v.clone() for k, v in state.caches["deferred spike-check flags"].items()}
+    )
 
 
 @contextlib.contextmanager

@@ -157,9 +157,9 @@ def test_non_finite_loss_stops_with_step_and_checkpoint(tmp_path):
     trainer, _ = _poisoned_trainer(tmp_path, skip=False)
     with pytest.raises(FloatingPointError, match=r"non-finite loss \(nan\) at iteration 5"):
         trainer.fit()
-    assert (
-        load_checkpoint(tmp_path / "checkpoint.pt")["position"]["step"] == 5
-    )  # the state before it
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    # The state after it, which never saw its update: resuming continues at iteration 6.
+    assert ckpt["position"]["step"] == 6 and ckpt["skipped_steps"] == 1
 
 
 def test_non_finite_gradient_names_the_layer(tmp_path):

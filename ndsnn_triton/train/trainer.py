@@ -24,14 +24,16 @@ import contextlib
 import csv
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, NoReturn
 
 import torch
 from torch import nn
+from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
 from ndsnn_triton._version import __version__
+from ndsnn_triton.backend import raise_deferred_spike_errors
 from ndsnn_triton.nn import (
     dense_weight_grads,
     masked_layers,
@@ -103,21 +105,102 @@ class Position:
     phase_started: bool = False  # the optimizer in the checkpoint belongs to this phase
 
 
+class _StepOutcome(NamedTuple):
+    """What one iteration adds to the log (device scalars; zeros if its update was skipped)."""
+
+    loss: torch.Tensor  # loss summed over the batch's samples
+    correct: torch.Tensor  # correctly classified samples
+    seen: torch.Tensor  # samples counted: the batch size, or 0
+    masks_changed: bool  # the method updated the masks after this iteration
+
+
 @dataclass
 class _Interval:
     """Loss/accuracy accumulated since the last log record (device tensors: no sync per step)."""
 
     loss: torch.Tensor | None = None
     correct: torch.Tensor | None = None
-    seen: int = 0
+    seen: torch.Tensor | None = None
     steps: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
-    def add(self, loss: torch.Tensor, correct: torch.Tensor, n: int) -> None:
-        self.loss = loss.detach() if self.loss is None else self.loss + loss.detach()
-        self.correct = correct if self.correct is None else self.correct + correct
-        self.seen += n
+    def add(self, outcome: _StepOutcome) -> None:
+        if self.loss is None:
+            self.loss, self.correct, self.seen = outcome.loss, outcome.correct, outcome.seen
+        else:
+            self.loss = self.loss + outcome.loss
+            self.correct = self.correct + outcome.correct
+            self.seen = self.seen + outcome.seen
         self.steps += 1
+
+    def totals(self) -> tuple[float, int, int]:
+        """``(loss sum, correct, samples)`` of the counted iterations: one host sync."""
+        if self.loss is None:
+            return 0.0, 0, 0
+        loss, correct, seen = torch.stack(
+            [self.loss.double(), self.correct.double(), self.seen.double()]
+        ).tolist()
+        return loss, int(correct), int(seen)
+
+
+class _FiniteGuard:
+    """Device-side record of the iterations whose loss or gradients were non-finite.
+
+    :meth:`record` sets ``found_inf`` (float scalar, 1.0: non-finite), which fused SGD reads to
+    skip the whole update on the device, and keeps, without a host sync, how many iterations were
+    flagged and what the first was; :meth:`settle` reads that back (one sync) and clears it.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device) -> None:
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.names = [n for n, _ in named]
+        self.params = [p for _, p in named]
+        self.found_inf = torch.zeros((), dtype=torch.float32, device=device)
+        self.count = torch.zeros((), dtype=torch.int64, device=device)
+        self.first_step = torch.full((), -1, dtype=torch.int64, device=device)
+        self.first_loss = torch.zeros((), dtype=torch.float32, device=device)
+        # finite flags of the first flagged iteration: [loss, each parameter's gradient]
+        self.first_flags = torch.ones(1 + len(named), dtype=torch.bool, device=device)
+        self._no_grad = torch.zeros((), dtype=torch.float32, device=device)
+
+    def record(self, step: int, loss: torch.Tensor) -> torch.Tensor:
+        """Flag iteration ``step`` by its loss and the current gradients; returns the bool scalar
+        ``ok`` (all finite) on the device."""
+        loss = loss.detach().float()
+        grads = [p.grad for p in self.params if p.grad is not None]
+        # The max-abs of each gradient is finite iff the whole gradient is (NaN propagates).
+        maxima = iter(torch._foreach_norm(grads, float("inf")) if grads else [])
+        per_param = [
+            next(maxima).float() if p.grad is not None else self._no_grad for p in self.params
+        ]
+        flags = torch.isfinite(torch.stack([loss, *per_param]))
+        ok = flags.all()
+        bad = ~ok
+        first = bad & (self.first_step < 0)
+        self.first_step.copy_(torch.where(first, step, self.first_step))
+        self.first_loss.copy_(torch.where(first, loss, self.first_loss))
+        self.first_flags.copy_(torch.where(first, flags, self.first_flags))
+        self.count.add_(bad)
+        self.found_inf.copy_(bad)
+        return ok
+
+    def settle(self) -> tuple[int, int, str]:
+        """``(flagged iterations, first flagged iteration, what was non-finite in it)`` since the
+        last call, then clear; ``(0, -1, "")`` when none was flagged. One host sync (a few
+        more when one was flagged)."""
+        count = int(self.count)
+        if not count:
+            return 0, -1, ""
+        flags = self.first_flags.tolist()
+        if not flags[0]:
+            what = f"loss ({float(self.first_loss)})"
+        else:
+            name = self.names[flags.index(False) - 1]
+            what = f"gradient in {name.rsplit('.', 1)[0]} ({name})"
+        first = int(self.first_step)
+        self.count.zero_()
+        self.first_step.fill_(-1)
+        self.first_flags.fill_(True)
+        return count, first, what
 
 
 def forward_backward(
@@ -192,6 +275,8 @@ class Trainer:
                 self.model, device_ids=ids
             )
         self.skipped_steps = 0
+        self._guard = _FiniteGuard(self.model, self.device)
+        self._fused = False  # the optimizer skips non-finite updates on the device
         self.test_loader = BatchLoader(data, "test", config.batch_size, False, config.seed)
         self.layer_names = [name for name, _ in masked_layers(model)]
         self.optimizer: torch.optim.Optimizer | None = None
@@ -202,16 +287,37 @@ class Trainer:
     # ------------------------------------------------------------------ setup
 
     def _fresh_optimizer(self, phase_steps: int) -> None:
+        """SGD (fused where the device has the kernel: it skips flagged updates on the device)
+        and the phase's cosine LR schedule over ``phase_steps`` iterations."""
+        self._fused = self.device.type in _get_fused_kernels_supported_devices()
         self.optimizer = torch.optim.SGD(
             self.model.parameters(),
             lr=self.cfg.lr,
             momentum=self.cfg.momentum,
             weight_decay=self.cfg.weight_decay,
             nesterov=self.cfg.nesterov,
+            fused=self._fused or None,
         )
+        if self._fused:
+            self.optimizer.found_inf = (
+                self._guard.found_inf
+            )  # read by fused SGD, as GradScaler does
+            if self.cfg.momentum:
+                # Fused SGD allocates momentum buffers uninitialised and fills them in its first
+                # step, so a skipped first step would leave garbage; buf = 0·m + g is that update.
+                for p in self._guard.params:
+                    self.optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.optimizer, T_max=max(phase_steps, 1)
         )
+
+    def _load_optimizer(self, state: dict[str, Any]) -> None:
+        """Load a saved optimizer state; the update kernel stays this trainer's choice (fused or
+        not), whatever the checkpoint's optimizer used."""
+        self.optimizer.load_state_dict(state)
+        for group in self.optimizer.param_groups:
+            group["fused"] = self.optimizer.defaults["fused"]
+            group["foreach"] = self.optimizer.defaults["foreach"]
 
     @property
     def checkpoint_path(self) -> Path:
@@ -273,7 +379,7 @@ class Trainer:
         if pos.phase < len(phases_steps):
             self._fresh_optimizer(phases_steps[pos.phase])
             if pos.phase_started:
-                self.optimizer.load_state_dict(ckpt["optimizer"])
+                self._load_optimizer(ckpt["optimizer"])
                 self.scheduler.load_state_dict(ckpt["scheduler"])
         set_rng_state(ckpt["rng"])
         self.eval_history = ckpt["eval_history"]
@@ -314,9 +420,11 @@ class Trainer:
     def fit(self, resume: bool = False, checkpoint: str | Path | None = None) -> dict[str, Any]:
         """Train (or continue a run from ``out_dir/checkpoint.pt``, or from ``checkpoint``).
 
-        Returns the final metrics. A non-finite loss or gradient stops training with
-        ``FloatingPointError`` naming the iteration and layer, after checkpointing the state
-        before that iteration (``skip_nonfinite`` skips such iterations and counts them).
+        Returns the final metrics. An iteration with a non-finite loss or gradient is not applied
+        (skipped on the device, no host sync); at the next log record, mask update or checkpoint
+        ``skip_nonfinite`` counts it, else training stops with ``FloatingPointError`` naming the
+        iteration and layer, after checkpointing the state (which never saw that update).
+        Binary-spike checks deferred on the device raise their ``ValueError`` at the same points.
         """
         self.out.mkdir(parents=True, exist_ok=True)
         steps_per_epoch = len(self.train_loader)
@@ -359,16 +467,19 @@ class Trainer:
                     for x, y in self.train_loader.epoch(data_epoch, pos.batch):
                         step = pos.step
                         lr = self.optimizer.param_groups[0]["lr"]
-                        outcome = self._train_step(step, x, y, pos)
-                        update = self.method.is_update_step(step) and outcome is not None
-                        if outcome is not None:
-                            interval.add(*outcome, y.shape[0])
-                        if interval.seen and (
+                        outcome = self._train_step(step, x, y)
+                        interval.add(outcome)
+                        update = outcome.masks_changed
+                        pos.step += 1
+                        pos.batch += 1
+                        if (
                             force_log
                             or update
                             or step % self.cfg.log_every == 0
                             or step == total - 1
                         ):
+                            # The log record syncs anyway: settle the deferred checks here.
+                            problem = self._settle()
                             self._log(
                                 step,
                                 data_epoch,
@@ -380,14 +491,14 @@ class Trainer:
                                 update,
                             )
                             interval = _Interval()
+                            if problem:
+                                self._stop_nonfinite(problem, pos)
                         force_log = update
                         if update:
                             densities = densities_of(self.model)
                             if self.cfg.check_masks:
                                 distributed.assert_masks_agree(self.model, step)
-                        pos.step += 1
                         fault_point("NDSNN_FAULT_KILL_AFTER_STEP", pos.step)
-                        pos.batch += 1
                         progress.update(
                             pos.step, f"{phases[p].name} epoch {e + 1}/{phases[p].epochs}"
                         )
@@ -399,6 +510,7 @@ class Trainer:
                             break
                     if stopped_early:
                         break
+                    self._check_point(pos)  # before the method's epoch and phase hooks
                     pos.batch = 0
                     pos.epoch = e + 1
                     self.method.on_epoch_end(p, e + 1)
@@ -423,14 +535,24 @@ class Trainer:
             self._write_json("metrics.json", metrics)
         return metrics
 
+    def _check_point(self, pos: Position) -> None:
+        """Settle the deferred checks (:meth:`_settle`); stop at ``pos`` if one failed."""
+        problem = self._settle()
+        if problem:
+            self._stop_nonfinite(problem, pos)
+
     def _save_timed(self, pos: Position, since: float) -> None:
+        self._check_point(pos)  # a checkpoint holds no unreported failure
         self.elapsed += time.perf_counter() - since
         self._save(pos)
 
-    def _train_step(
-        self, step: int, x: torch.Tensor, y: torch.Tensor, pos: Position
-    ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """One iteration; returns (loss sum, correct count), or None if it was skipped."""
+    def _train_step(self, step: int, x: torch.Tensor, y: torch.Tensor) -> _StepOutcome:
+        """One iteration, with no host sync on an ordinary step.
+
+        A non-finite loss or gradient skips the update on the device (fused SGD reads the
+        guard's flag); :meth:`_settle` reports it later. Mask-update steps synchronise anyway, so
+        they check at once: drop-and-grow never ranks non-finite gradients.
+        """
         self.model.train()
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         loss, out = forward_backward(
@@ -442,39 +564,44 @@ class Trainer:
             self.method.needs_dense_grad(step),
             self.amp,
         )
-        problem = self._nonfinite(loss)
-        if problem is not None:
-            reset_net(self.model)
-            if self.cfg.skip_nonfinite:
-                self.optimizer.zero_grad(set_to_none=True)
-                self.skipped_steps += 1
-                return None
-            self._save(pos)  # the state before this iteration: the last good one
-            raise FloatingPointError(
-                f"non-finite {problem} at iteration {step}; the last good state is checkpointed in {self.checkpoint_path} (skip such iterations with --skip-nonfinite)"
-            )
-        sparse_optimizer_step(self.method, self.optimizer, step)
+        ok = self._guard.record(step, loss)
+        update = self.method.is_update_step(step)
+        # Without fused SGD nothing skips a bad update on the device: check every iteration.
+        skip_now = (update or not self._fused) and not bool(ok)
+        if skip_now:
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            sparse_optimizer_step(self.method, self.optimizer, step)
+        # Skipped or not, the LR schedule follows the iteration count (the host cannot tell).
         self.scheduler.step()
         reset_net(self.model)
         correct = (predict(out.detach()) == y).sum()
-        return loss.detach() * y.shape[0], correct
-
-    def _nonfinite(self, loss: torch.Tensor) -> str | None:
-        """What is non-finite in this iteration (loss, or the first layer's gradient), or None.
-
-        One host synchronisation per iteration for all checks together.
-        """
-        named = [(n, p.grad) for n, p in self.model.named_parameters() if p.grad is not None]
-        flags = torch.stack(
-            [torch.isfinite(loss.detach()).all()] + [torch.isfinite(g).all() for _, g in named]
+        return _StepOutcome(
+            torch.where(ok, loss.detach() * y.shape[0], 0.0),
+            torch.where(ok, correct, 0),
+            ok.long() * y.shape[0],
+            update and not skip_now,
         )
-        if bool(flags.all()):
-            return None
-        bad = (~flags).nonzero()[0].item()
-        if bad == 0:
-            return f"loss ({loss.item()})"
-        name = named[bad - 1][0]
-        return f"gradient in {name.rsplit('.', 1)[0]} ({name})"
+
+    def _settle(self) -> str:
+        """At a point that synchronises anyway: raise the deferred binary-spike errors, and count
+        the iterations skipped as non-finite since the last call. Returns what to stop for
+        (``""``: nothing; always nothing with ``skip_nonfinite``)."""
+        raise_deferred_spike_errors()
+        count, first, what = self._guard.settle()
+        self.skipped_steps += count
+        if not count or self.cfg.skip_nonfinite:
+            return ""
+        later = f" (and {count - 1} later iteration(s))" if count > 1 else ""
+        return f"non-finite {what} at iteration {first}{later}"
+
+    def _stop_nonfinite(self, problem: str, pos: Position) -> NoReturn:
+        """Checkpoint ``pos`` (the next iteration; no skipped update was applied) and raise."""
+        self._save(pos)
+        raise FloatingPointError(
+            f"{problem}; such updates are skipped, and the state before iteration {pos.step} is "
+            f"checkpointed in {self.checkpoint_path} (skip such iterations with --skip-nonfinite)"
+        )
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
@@ -490,6 +617,7 @@ class Trainer:
             correct += int((predict(out) == y).sum())
             seen += y.shape[0]
         self.model.train()
+        raise_deferred_spike_errors()  # evaluation synchronised on every batch anyway
         return loss_sum / seen, correct / seen
 
     def _evaluate(self, step: int, epoch: int, phase: str) -> None:
@@ -526,12 +654,15 @@ class Trainer:
         if not distributed.is_main():
             monitor.reset()
             return
+        loss_sum, correct, seen = interval.totals()
+        if not seen:  # every iteration since the last record was skipped
+            return
         record = {
             "step": step,
             "epoch": epoch,
             "phase": phase,
-            "loss": float(interval.loss) / interval.seen,
-            "acc": float(interval.correct) / interval.seen,
+            "loss": loss_sum / seen,
+            "acc": correct / seen,
             "lr": lr,
             "density": overall_density(self.model, densities),
             "densities": densities,
