@@ -177,3 +177,13 @@ def test_kernel_rows_rate_each_launch_against_its_roofline(monkeypatch):
         assert out["bound_ms"][key] > 0
         assert out["achieved_fraction"][key] == out["bound_ms"][key] / 0.5
     assert out["bound_ms"]["triton_fwd_int8_input"] < out["bound_ms"]["triton_fwd"]
+
+
+def test_readme_quotes_the_recorded_cpu_results():
+    """README's CPU table is generated from bench/results/*-cpu.json (python -m bench.cpu_table)."""
+    from pathlib import Path
+
+    from bench.cpu_table import cpu_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert cpu_table() in readme
