@@ -116,29 +116,26 @@ def test_lif_arithmetic_is_ieee_and_unfused(compiled):
         assert (ops["div.rn.f32"] > 0) == needs_division, _label(r)
 
 
+def _resources(rows) -> dict:
+    """Registers, spill stores and occupancy per (kernel, configuration)."""
+    return {
+        (r["kernel"], json.dumps(r["config"], sort_keys=True)): (
+            r["registers"],
+            r["spill_stores"],
+            r["occupancy"],
+        )
+        for r in rows
+    }
+
+
 def test_committed_resource_report_is_current(compiled):
     """bench/results/kernel_resources-sm_90.json (and the README table made from it) matches
     what this Triton compiles today."""
     report = json.loads(RESOURCES.read_text())
     if report["triton"] != compiled["triton"]:
         pytest.skip(f"report made with Triton {report['triton']}, this is {compiled['triton']}")
-    fresh = {
-        (r["kernel"], json.dumps(r["config"], sort_keys=True)): (
-            r["registers"],
-            r["spill_stores"],
-            r["occupancy"],
-        )
-        for r in compiled["results"]
-        if r["target"] == "sm_90" and r["ok"]
-    }
-    recorded = {
-        (r["kernel"], json.dumps(r["config"], sort_keys=True)): (
-            r["registers"],
-            r["spill_stores"],
-            r["occupancy"],
-        )
-        for r in report["specializations"]
-    }
+    fresh = _resources(r for r in compiled["results"] if r["target"] == "sm_90" and r["ok"])
+    recorded = _resources(report["specializations"])
     assert recorded == fresh, "regenerate: python -m ndsnn_triton.kernels.aot --resources ..."
     readme = (ROOT / "README.md").read_text()
     assert resource_table(report) in readme, "README's kernel resource table is out of date"
