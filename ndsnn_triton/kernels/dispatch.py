@@ -24,6 +24,7 @@ from torch import Tensor
 from ndsnn_triton.backend import get_backend, register_kernel
 from ndsnn_triton.kernels.launch import LaunchLimitError
 from ndsnn_triton.kernels.sparse_index import INDEX_CACHE, known_nnz, note_nnz
+from ndsnn_triton.kernels.spike_conv import hands_to_reference
 from ndsnn_triton.kernels.triton_utils import HAS_TRITON, triton, triton_usable
 
 _CHOICES: OrderedDict[tuple, str] = OrderedDict()
@@ -39,42 +40,21 @@ _MASK_ARG = 2
 
 
 # ----------------------------------------------------------------------------- reference-only calls
-# Mirrors the Triton launchers in spike_conv.py / spike_linear.py: where they hand the call to the
-# reference, timing would race the reference against itself. Keep in step with the launchers.
+# Where a Triton launcher hands the call to the reference (spike_conv.hands_to_reference), timing
+# would race the reference against itself. Per op: (groups, dense) from its arguments.
 
-
-def _conv_reference_only(x, weight, mask, bias, stride, padding, dilation, groups) -> bool:
-    return groups != 1
-
-
-def _conv_input_grad_reference_only(
-    grad_out, weight, mask, input_size, stride, padding, dilation, groups
-) -> bool:
-    return groups != 1
-
-
-def _conv_weight_grad_reference_only(
-    grad_out, x, mask, stride, padding, dilation, groups, dense
-) -> bool:
-    return bool(dense) or groups != 1
-
-
-def _linear_weight_grad_reference_only(grad_out, x, mask, dense) -> bool:
-    return bool(dense)
-
-
-_REFERENCE_ONLY: dict[str, Callable[..., bool]] = {
-    "ndsnn::masked_conv2d": _conv_reference_only,
-    "ndsnn::masked_conv2d_input_grad": _conv_input_grad_reference_only,
-    "ndsnn::masked_conv2d_weight_grad": _conv_weight_grad_reference_only,
-    "ndsnn::masked_linear_weight_grad": _linear_weight_grad_reference_only,
+_REFERENCE_ONLY: dict[str, Callable[..., tuple[int, bool]]] = {
+    "ndsnn::masked_conv2d": lambda x, w, mask, bias, s, p, d, groups: (groups, False),
+    "ndsnn::masked_conv2d_input_grad": lambda dy, w, mask, size, s, p, d, groups: (groups, False),
+    "ndsnn::masked_conv2d_weight_grad": lambda dy, x, mask, s, p, d, groups, dense: (groups, dense),
+    "ndsnn::masked_linear_weight_grad": lambda dy, x, mask, dense: (1, dense),
 }
 
 
 def reference_only(op: str, args: tuple) -> bool:
     """Whether ``op``'s Triton launcher runs the reference for these arguments."""
-    predicate = _REFERENCE_ONLY.get(op)
-    return predicate is not None and predicate(*args)
+    unpack = _REFERENCE_ONLY.get(op)
+    return unpack is not None and hands_to_reference(*unpack(*args))
 
 
 # ----------------------------------------------------------------------------- choice key

@@ -430,6 +430,12 @@ def conv_wgrad_plan(
 # ----------------------------------------------------------------------------- launchers
 
 
+def hands_to_reference(groups: int, dense: bool = False) -> bool:
+    """Whether a Triton launcher runs the reference (cuDNN) instead of a kernel: grouped
+    convolutions, and dense weight gradients (growth steps). ``auto`` never times these."""
+    return groups != 1 or bool(dense)
+
+
 def masked_conv2d_triton(
     x: Tensor,
     weight: Tensor,
@@ -441,7 +447,7 @@ def masked_conv2d_triton(
     groups: int,
 ) -> Tensor:
     """Forward on the sparse kernel (groups = 1; others fall back to the reference)."""
-    if groups != 1:
+    if hands_to_reference(groups):
         return masked_conv2d_ref(x, weight, mask, bias, stride, padding, dilation, groups)
     launch = conv_fwd_plan(
         x.shape, weight.shape, stride, padding, dilation, x.dtype, weight.dtype, bias is not None
@@ -474,7 +480,7 @@ def masked_conv2d_input_grad_triton(
     groups: int,
 ) -> Tensor:
     """Input gradient through the transpose index (groups = 1; others: reference)."""
-    if groups != 1:
+    if hands_to_reference(groups):
         return masked_conv2d_input_grad_ref(
             grad_out, weight, mask, input_size, stride, padding, dilation, groups
         )
@@ -509,7 +515,7 @@ def masked_conv2d_weight_grad_triton(
     Dense weight gradients (growth steps) and grouped convolutions use the reference (cuDNN).
     An empty batch gives zeros.
     """
-    if dense or groups != 1:
+    if hands_to_reference(groups, dense):
         return masked_conv2d_weight_grad_ref(
             grad_out, x, mask, stride, padding, dilation, groups, dense
         )

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ndsnn_triton.kernels.spike_conv import (
     apply_mask,
+    hands_to_reference,
     masked_conv2d_input_grad_triton,
     masked_conv2d_triton,
     masked_conv2d_weight_grad_triton,
@@ -77,7 +78,7 @@ def masked_linear_input_grad_triton(grad_out: Tensor, weight: Tensor, mask: Tens
 def masked_linear_weight_grad_triton(
     grad_out: Tensor, x: Tensor, mask: Tensor, dense: bool
 ) -> Tensor:
-    if dense:
+    if hands_to_reference(1, dense):
         return masked_linear_weight_grad_ref(grad_out, x, mask, dense)
     n, fout = grad_out.shape
     fin = x.shape[1]
