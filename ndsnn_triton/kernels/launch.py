@@ -13,6 +13,7 @@ the kernels index with are refused with :class:`LaunchLimitError` (a ``ValueErro
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,10 +160,21 @@ PLANS: dict[str, Callable[..., KernelLaunch]] = {}
 
 
 def plan(name: str) -> Callable[[Callable[..., KernelLaunch]], Callable[..., KernelLaunch]]:
-    """Decorator registering a plan function under its kernel's name."""
+    """Decorator registering a plan function under its kernel's name.
+
+    Plans are memoised on their arguments (lists passed as tuples): a training step launches the
+    same shapes every iteration, so the launch path pays a dictionary lookup, not the planning.
+    A plan that raises (a launch limit) is not memoised.
+    """
 
     def register(fn: Callable[..., KernelLaunch]) -> Callable[..., KernelLaunch]:
-        PLANS[name] = fn
-        return fn
+        cached = functools.lru_cache(maxsize=4096)(fn)
+
+        @functools.wraps(fn)
+        def planned(*args: Any) -> KernelLaunch:
+            return cached(*(tuple(a) if isinstance(a, list) else a for a in args))
+
+        PLANS[name] = planned
+        return planned
 
     return register
