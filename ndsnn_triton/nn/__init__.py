@@ -12,6 +12,7 @@ from ndsnn_triton.nn.lif import LIF, compact_spikes, reset_net, set_compact_spik
 from ndsnn_triton.nn.pool import SpikeMaxPool2d
 from ndsnn_triton.nn.readout import predict, temporal_cross_entropy
 from ndsnn_triton.nn.seq import SeqToANNContainer, flatten_time, unflatten_time
+from ndsnn_triton.nn.spikingjelly import from_spikingjelly
 from ndsnn_triton.nn.surrogate import ATan, Sigmoid, Surrogate
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "compact_spikes",
     "dense_weight_grads",
     "flatten_time",
+    "from_spikingjelly",
     "masked_layers",
     "predict",
     "reset_net",
