@@ -37,6 +37,7 @@ from ndsnn_triton.kernels.sparse_index import build_index
 from ndsnn_triton.models import build_model
 from ndsnn_triton.nn import masked_layers, reset_net
 from ndsnn_triton.profiler import SpikeRateMonitor
+from ndsnn_triton.sparse.attach import Sparsifier
 from ndsnn_triton.sparse.masks import model_density
 from ndsnn_triton.sparse.methods import SparseMethod, build_method
 from ndsnn_triton.train.trainer import forward_backward, sparse_optimizer_step
@@ -83,6 +84,7 @@ class StepCase:
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4
         )
+        self.sparsifier = Sparsifier(self.method, self.optimizer)
         g = torch.Generator().manual_seed(1)
         self.x = torch.rand(batch, channels, size, size, generator=g).to(device)
         self.y = torch.randint(0, 10, (batch,), generator=g).to(device)
@@ -90,9 +92,10 @@ class StepCase:
         self.step = 1  # step 0 is never an update step
 
     def run(self, amp: bool) -> None:
-        dense_grad = self.method.needs_dense_grad(self.step)
+        self.sparsifier.seek(self.step)  # a train case repeats one ordinary step
+        dense_grad = self.sparsifier.dense_grad
         forward_backward(self.model, self.model, self.optimizer, self.x, self.y, dense_grad, amp)
-        sparse_optimizer_step(self.method, self.optimizer, self.step)
+        sparse_optimizer_step(self.sparsifier, self.optimizer)
         reset_net(self.model)
         if self.kind == "update":  # the next step is an update step too
             self.step += 1

@@ -9,7 +9,14 @@ from ndsnn_triton.cli import main
 from ndsnn_triton.models import small_snn
 from ndsnn_triton.nn import masked_layers
 from ndsnn_triton.sparse import build_method, get_masks
-from ndsnn_triton.train import CheckpointError, TrainConfig, Trainer, load_checkpoint, load_dataset
+from ndsnn_triton.train import (
+    CheckpointError,
+    TrainConfig,
+    Trainer,
+    load_checkpoint,
+    load_dataset,
+    save_checkpoint,
+)
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +96,23 @@ def test_resume_continues_exactly(digits, tmp_path, method, kw, stop):
     assert [r["step"] for r in full_log] == [r["step"] for r in part_log]
     assert [r["loss"] for r in full_log] == [r["loss"] for r in part_log]
     assert full_metrics["test_acc"] == resumed_metrics["test_acc"]
+
+
+def test_a_checkpoint_from_before_the_sparsifier_still_resumes(digits, tmp_path):
+    """Checkpoints written before ``sparsifier`` held the method's state under ``method``."""
+    full_dir, part_dir = tmp_path / "full", tmp_path / "part"
+    kw = {"density": 0.2, "delta_t": 3}
+    full, _ = _run(full_dir, digits, "ndsnn", kw)
+    _run(part_dir, digits, "ndsnn", kw, max_steps=10)
+    ckpt = load_checkpoint(part_dir / "checkpoint.pt")
+    assert ckpt["sparsifier"]["next_step"] == 10
+    ckpt["method"] = ckpt.pop("sparsifier")["method"]
+    save_checkpoint(part_dir / "checkpoint.pt", ckpt)
+    resumed, _ = _run(part_dir, digits, "ndsnn", kw, resume=True)
+    a, b = get_masks(full.model), get_masks(resumed.model)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    for p, q in zip(full.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(p, q)
 
 
 def test_checkpoint_errors_are_clear(digits, tmp_path):

@@ -3,6 +3,7 @@
 Finding masks lives here; the layers and kernels only run the masks they are given.
 """
 
+from ndsnn_triton.sparse.attach import Sparsifier, attach
 from ndsnn_triton.sparse.distribution import (
     DISTRIBUTIONS,
     MIN_KEPT_PER_OUTPUT,
@@ -36,6 +37,8 @@ __all__ = [
     "MaskComparison",
     "Schedule",
     "Segment",
+    "Sparsifier",
+    "attach",
     "boundary_layers",
     "build_method",
     "check_density",

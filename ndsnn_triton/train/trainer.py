@@ -2,7 +2,9 @@
 
 Per iteration: forward over T (dense weight gradients only where the method asks), loss
 ``mean_t CE``, backward, the method's gradient hook, SGD, LR step, the method's mask hook (masks
-re-applied to weights and optimizer state, updates on update steps), ``reset_net``.
+re-applied to weights and optimizer state, updates on update steps), ``reset_net``. The method's
+hooks run through a :class:`~ndsnn_triton.sparse.Sparsifier`, as in a user's own loop
+(:func:`ndsnn_triton.sparse.attach`).
 
 Files written to the output folder:
 
@@ -14,7 +16,9 @@ Files written to the output folder:
   are always logged, so the per-iteration densities can be rebuilt exactly from the log.
 * ``log.csv``: the scalar columns of the same records.
 * ``eval.jsonl``: test loss and accuracy after each evaluated epoch.
-* ``checkpoint.pt``: the latest checkpoint (atomic); ``metrics.json`` at the end;
+* ``checkpoint.pt``: the latest checkpoint (atomic; the method's state under ``sparsifier``,
+  :meth:`Sparsifier.state_dict`; older checkpoints with ``method`` still load);
+  ``metrics.json`` at the end;
   ``config.json`` and ``schedule.json`` (the method's planned schedule) at the start.
 """
 
@@ -42,6 +46,7 @@ from ndsnn_triton.nn import (
     temporal_cross_entropy,
 )
 from ndsnn_triton.profiler.monitor import SpikeRateMonitor
+from ndsnn_triton.sparse.attach import Sparsifier
 from ndsnn_triton.sparse.masks import densities_of, overall_density
 from ndsnn_triton.sparse.methods import SparseMethod
 from ndsnn_triton.train import distributed
@@ -226,15 +231,13 @@ def forward_backward(
     return loss, out
 
 
-def sparse_optimizer_step(
-    method: SparseMethod, optimizer: torch.optim.Optimizer, step: int
-) -> None:
-    """The optimizer step of iteration ``step`` with the method's hooks around it: growth scores
-    and masking of the gradient before, mask re-application (and on update steps the mask update)
-    after."""
-    method.before_optimizer_step(step)
+def sparse_optimizer_step(sparsifier: Sparsifier, optimizer: torch.optim.Optimizer) -> bool:
+    """The optimizer step of the sparsifier's current iteration with the method's hooks around it:
+    growth scores and masking of the gradient before (the sparsifier's step pre-hook), mask
+    re-application (and on update steps the mask update) after. Returns whether the masks changed.
+    """
     optimizer.step()
-    method.after_optimizer_step(step, optimizer)
+    return sparsifier.step()
 
 
 class Trainer:
@@ -280,6 +283,7 @@ class Trainer:
         self.test_loader = BatchLoader(data, "test", config.batch_size, False, config.seed)
         self.layer_names = [name for name, _ in masked_layers(model)]
         self.optimizer: torch.optim.Optimizer | None = None
+        self._sparsifier: Sparsifier | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.eval_history: list[dict[str, Any]] = []
         self.elapsed = 0.0
@@ -310,6 +314,18 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.optimizer, T_max=max(phase_steps, 1)
         )
+        self.sparsifier.set_optimizer(self.optimizer)
+
+    @property
+    def sparsifier(self) -> Sparsifier:
+        """The method's driver (made on first use, once the method is set up): the trainer calls
+        its epoch and phase hooks itself, so that evaluation sees a phase's model before LTH
+        prunes it."""
+        if self._sparsifier is None or self._sparsifier.method is not self.method:
+            self._sparsifier = Sparsifier(
+                self.method, auto_epochs=False, check_masks=self.cfg.check_masks
+            )
+        return self._sparsifier
 
     def _load_optimizer(self, state: dict[str, Any]) -> None:
         """Load a saved optimizer state; the update kernel stays this trainer's choice (fused or
@@ -335,7 +351,7 @@ class Trainer:
             self.checkpoint_path,
             {
                 "model": self.model.state_dict(),
-                "method": self.method.state_dict(),
+                "sparsifier": self.sparsifier.state_dict(),
                 "optimizer": self.optimizer.state_dict()
                 if pos.phase_started and self.optimizer
                 else None,
@@ -374,8 +390,8 @@ class Trainer:
                 f"cannot resume {self.checkpoint_path}: training settings differ ({diff})"
             )
         self.model.load_state_dict(ckpt["model"])
-        self.method.load_state_dict(ckpt["method"])
         pos = Position(**ckpt["position"])
+        self._load_sparsifier(ckpt, pos.step)
         if pos.phase < len(phases_steps):
             self._fresh_optimizer(phases_steps[pos.phase])
             if pos.phase_started:
@@ -387,6 +403,14 @@ class Trainer:
         self.skipped_steps = ckpt.get("skipped_steps", 0)
         self._truncate_logs(pos.step)
         return pos
+
+    def _load_sparsifier(self, ckpt: dict[str, Any], step: int) -> None:
+        """The method's state from ``sparsifier`` (or ``method``: checkpoints before it)."""
+        if "sparsifier" in ckpt:
+            self.sparsifier.load_state_dict(ckpt["sparsifier"])
+        else:
+            self.method.load_state_dict(ckpt["method"])
+        self.sparsifier.seek(step)
 
     def _truncate_logs(self, step: int) -> None:
         """Drop records of iterations at or after ``step`` (written after the checkpoint)."""
@@ -494,10 +518,8 @@ class Trainer:
                             if problem:
                                 self._stop_nonfinite(problem, pos)
                         force_log = update
-                        if update:
+                        if update:  # (the sparsifier checked the masks agree: check_masks)
                             densities = densities_of(self.model)
-                            if self.cfg.check_masks:
-                                distributed.assert_masks_agree(self.model, step)
                         fault_point("NDSNN_FAULT_KILL_AFTER_STEP", pos.step)
                         progress.update(
                             pos.step, f"{phases[p].name} epoch {e + 1}/{phases[p].epochs}"
@@ -513,12 +535,12 @@ class Trainer:
                     self._check_point(pos)  # before the method's epoch and phase hooks
                     pos.batch = 0
                     pos.epoch = e + 1
-                    self.method.on_epoch_end(p, e + 1)
+                    self.sparsifier.on_epoch_end(p, e + 1)
                     last_of_phase = e + 1 == phases[p].epochs
                     if last_of_phase or (e + 1) % self.cfg.eval_every == 0:
                         self._evaluate(pos.step, data_epoch, phases[p].name)
                     if last_of_phase:
-                        self.method.on_phase_end(p)
+                        self.sparsifier.on_phase_end(p)
                         densities = densities_of(self.model)
                         force_log = True
                         pos = Position(p + 1, 0, 0, pos.step, False)
@@ -554,6 +576,8 @@ class Trainer:
         they check at once: drop-and-grow never ranks non-finite gradients.
         """
         self.model.train()
+        sparsifier = self.sparsifier
+        sparsifier.seek(step)  # the trainer counts iterations (resume, phases) itself
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         loss, out = forward_backward(
             self.model,
@@ -561,7 +585,7 @@ class Trainer:
             self.optimizer,
             x,
             y,
-            self.method.needs_dense_grad(step),
+            sparsifier.dense_grad,
             self.amp,
         )
         ok = self._guard.record(step, loss)
@@ -569,9 +593,11 @@ class Trainer:
         # Without fused SGD nothing skips a bad update on the device: check every iteration.
         skip_now = (update or not self._fused) and not bool(ok)
         if skip_now:
+            # No optimizer step: the sparsifier counts the iteration and leaves the masks.
             self.optimizer.zero_grad(set_to_none=True)
+            masks_changed = sparsifier.step()
         else:
-            sparse_optimizer_step(self.method, self.optimizer, step)
+            masks_changed = sparse_optimizer_step(sparsifier, self.optimizer)
         # Skipped or not, the LR schedule follows the iteration count (the host cannot tell).
         self.scheduler.step()
         reset_net(self.model)
@@ -580,7 +606,7 @@ class Trainer:
             torch.where(ok, loss.detach() * y.shape[0], 0.0),
             torch.where(ok, correct, 0),
             ok.long() * y.shape[0],
-            update and not skip_now,
+            masks_changed,
         )
 
     def _settle(self) -> str:
