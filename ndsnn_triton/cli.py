@@ -375,17 +375,77 @@ def _epochs(text: str) -> int:
     return value
 
 
+def _model_factory(text: str) -> tuple[str, object]:
+    """``--model module.path:factory``: the spec and the callable it names."""
+    from ndsnn_triton.profiler.user_model import load_factory
+
+    try:
+        return text, load_factory(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _model_kwargs(text: str) -> dict:
+    from ndsnn_triton.profiler.user_model import parse_model_kwargs
+
+    try:
+        return parse_model_kwargs(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _input_shape(text: str) -> tuple[int, ...]:
+    from ndsnn_triton.profiler.user_model import parse_input_shape
+
+    try:
+        return parse_input_shape(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _add_report_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
         help="analytic training-cost comparison of all methods and the NDSNN/LTH claim check",
-        description="Integrate each method's schedule into training FLOPs for VGG-16 and ResNet-19, check the "
-        "paper's NDSNN/LTH claim under every LTH protocol, convention and layer-wise distribution, and write "
-        "report.md, report.json, CSV files and plots to --out.",
+        description="Integrate each method's schedule into training FLOPs for VGG-16 and ResNet-19 "
+        "(or any model: --model module.path:factory), check the paper's NDSNN/LTH claim under "
+        "every LTH protocol, convention and layer-wise distribution, and write report.md, "
+        "report.json, CSV files and plots to --out.",
     )
     p.add_argument("--out", default="report", help="output folder (default ./report)")
-    p.add_argument(
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
         "--models", nargs="+", choices=["vgg16", "resnet19"], default=["vgg16", "resnet19"]
+    )
+    which.add_argument(
+        "--model",
+        type=_model_factory,
+        default=None,
+        metavar="MODULE:FACTORY",
+        help="any importable callable returning an nn.Module (e.g. mypkg.nets:my_cnn): report "
+        "its cost; no published NDSNN/LTH claim is compared",
+    )
+    p.add_argument(
+        "--model-kwargs",
+        type=_model_kwargs,
+        default=None,
+        metavar="JSON",
+        help="--model: keyword arguments of the factory, a JSON object (e.g. '{\"width\": 8}')",
+    )
+    p.add_argument(
+        "--input-shape",
+        type=_input_shape,
+        default=None,
+        metavar="C,H,W",
+        help="--model: one sample's input shape (default 3,32,32); traced as [B, C, H, W]",
+    )
+    p.add_argument(
+        "--time-first",
+        type=_positive_int,
+        default=None,
+        metavar="T",
+        help="--model: the model takes [T, B, C, H, W] input with T time steps (default: "
+        "[B, C, H, W], the model repeats over time itself, as the built-in models do)",
     )
     p.add_argument("--sparsities", nargs="+", type=_sparsity, default=[0.9, 0.95, 0.98, 0.99])
     p.add_argument(
@@ -400,8 +460,18 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
         default=50_000,
         help="training images (CIFAR-10: 50000)",
     )
-    p.add_argument("--T", type=_positive_int, default=5)
-    p.add_argument("--classes", type=_positive_int, default=10)
+    p.add_argument(
+        "--T",
+        type=_positive_int,
+        default=None,
+        help="timesteps of the built-in models (default 5; --model: see --time-first)",
+    )
+    p.add_argument(
+        "--classes",
+        type=_positive_int,
+        default=None,
+        help="classes of the built-in models (default 10; --model: see --model-kwargs)",
+    )
     p.add_argument(
         "--spike-rate",
         type=float,
@@ -438,17 +508,42 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_report)
 
 
+_USER_MODEL_ONLY = {
+    "model_kwargs": "--model-kwargs",
+    "input_shape": "--input-shape",
+    "time_first": "--time-first",
+}
+_BUILTIN_ONLY = {
+    "T": "--T (a model from --model runs its own timesteps: set them in --model-kwargs, or "
+    "--time-first T for a model that takes [T, B, ...] input)",
+    "classes": "--classes (set a model's classes in --model-kwargs)",
+}
+
+
+def _check_report_options(args: argparse.Namespace) -> None:
+    """Options of one kind of model only: a clear error when given with the other kind."""
+    if args.model is None:
+        for key, flag in _USER_MODEL_ONLY.items():
+            if getattr(args, key) is not None:
+                raise SystemExit(f"ndsnn report: {flag} applies only with --model MODULE:FACTORY")
+    else:
+        for key, flag in _BUILTIN_ONLY.items():
+            if getattr(args, key) is not None:
+                raise SystemExit(f"ndsnn report: with --model, {flag} does not apply")
+    if args.spike_rates_from and args.model is None and len(args.models) != 1:
+        raise SystemExit(
+            "ndsnn report: --spike-rates-from needs exactly one --models entry (the run's model)"
+        )
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from ndsnn_triton.profiler.claim import Assumptions
     from ndsnn_triton.profiler.report import build_report, claim_table, verdict_lines
     from ndsnn_triton.profiler.run_profile import RunFolderError, mean_spike_rates
 
+    _check_report_options(args)
     rate: float | dict[str, float] = args.spike_rate
     if args.spike_rates_from:
-        if len(args.models) != 1:
-            raise SystemExit(
-                "ndsnn report: --spike-rates-from needs exactly one --models entry (the run's model)"
-            )
         try:
             rate = mean_spike_rates(args.spike_rates_from)
         except RunFolderError as err:
@@ -460,8 +555,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
             prune_rate=args.prune_rate,
             batch=args.batch,
             dataset_size=args.dataset_size,
-            T=args.T,
-            num_classes=args.classes,
+            T=args.T or 5,
+            num_classes=args.classes or 10,
             spike_rate=rate,
             d_init=args.d_init,
             t0_fraction=args.t0_fraction,
@@ -470,15 +565,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
             min_kept_per_output=args.min_kept_per_output,
             seed=args.seed,
         )
-        report = build_report(
-            args.out,
-            args.models,
-            args.sparsities,
-            assumptions,
-            args.energy,
-            args.spike_rates_from,
-            args.step_times,
-        )
+        if args.model is None:
+            report = build_report(
+                args.out,
+                args.models,
+                args.sparsities,
+                assumptions,
+                args.energy,
+                args.spike_rates_from,
+                args.step_times,
+            )
+        else:
+            report = _report_user_model(args, assumptions)
     except ValueError as err:
         raise SystemExit(f"ndsnn report: {err}") from None
     from ndsnn_triton.profiler.claim import ClaimRow
@@ -491,7 +589,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     print()
     print("\n".join(claim_table(rows, sorted(args.sparsities))))
     print()
-    print("\n".join(verdict_lines(report["verdict"], args.models)))
+    print(
+        "\n".join(
+            verdict_lines(report["verdict"], list(report["layers"]), report["paper"]["ratios"])
+        )
+    )
     if "measured" in report:
         from ndsnn_triton.profiler.report import measured_lines
 
@@ -501,6 +603,29 @@ def _cmd_report(args: argparse.Namespace) -> int:
         f"\nwrote {args.out}/report.md, report.json, CSV files and {len(report['figures'])} plots in {report['seconds']:.1f} s"
     )
     return 0
+
+
+def _report_user_model(args: argparse.Namespace, assumptions) -> dict:
+    """``--model``: build the model from its factory (seeded) and report it."""
+    from ndsnn_triton.profiler.report import report_model
+    from ndsnn_triton.profiler.user_model import DEFAULT_INPUT_SHAPE, build_from_factory
+
+    spec, _ = args.model
+    kwargs = args.model_kwargs or {}
+    model = build_from_factory(spec, kwargs, seed=args.seed)
+    return report_model(
+        model,
+        args.out,
+        name=spec.rpartition(":")[2].rpartition(".")[2],
+        input_shape=args.input_shape or DEFAULT_INPUT_SHAPE,
+        time_steps=args.time_first,
+        sparsities=args.sparsities,
+        assumptions=assumptions,
+        energy=args.energy,
+        rates_source=args.spike_rates_from,
+        step_times=args.step_times,
+        source={"factory": spec, "kwargs": kwargs},
+    )
 
 
 def _add_profile_parser(sub: argparse._SubParsersAction) -> None:

@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 
 from ndsnn_triton.profiler.claim import (
-    PAPER_RATIO,
     PROTOCOLS,
     Assumptions,
     ModelSetup,
@@ -192,7 +191,7 @@ class MeasuredClaimRow:
     lth_seconds: float
     ratio_seconds: float
     ratio_flops: float
-    paper_ratio: float
+    paper_ratio: float | None  # None: no published claim for this model
 
 
 def measured_claim(
@@ -231,7 +230,7 @@ def measured_claim(
                             lt,
                             nd.seconds / lt,
                             flops,
-                            PAPER_RATIO.get(model, float("nan")),
+                            setup.paper_ratio,
                         )
                     )
     return rows

@@ -500,7 +500,8 @@ def ratio_vs_sparsity(
     path: Path,
     caption: str = "",
 ) -> Path:
-    """NDSNN/LTH (%) vs target sparsity per protocol, one panel per model, paper's numbers marked."""
+    """NDSNN/LTH (%) vs target sparsity per protocol, one panel per model, paper's numbers marked
+    (a model without one is titled so, and no paper line is drawn or listed for it)."""
     fig, axes = plt.subplots(1, len(ratios), figsize=(6.5 * len(ratios), 4.6), squeeze=False)
     colors = {}
     for ax, (model, protocols) in zip(axes[0], ratios.items(), strict=True):
@@ -522,7 +523,9 @@ def ratio_vs_sparsity(
         lo, hi = ax.get_xlim()
         ax.set_xlim(lo, hi + 0.1 * (hi - lo))
         _end_labels(ax, ends, 1 / 1.1 + 0.01)  # value at the last point, labels kept apart
-        paper_note = f" (paper: {100 * paper[model]:.2f}%)" if model in paper else ""
+        paper_note = (
+            f" (paper: {100 * paper[model]:.2f}%)" if model in paper else " (no published claim)"
+        )
         ax.set_title(f"{_title(model)}{paper_note}", fontsize=10)
         ax.set_xticks(sorted({100 * x for pts in protocols.values() for x, _ in pts}))
         ax.set_xlabel("target sparsity (%)")
@@ -531,9 +534,10 @@ def ratio_vs_sparsity(
     handles = [
         Line2D([], [], color=c, marker="o", label=f"LTH protocol: {p}") for p, c in colors.items()
     ]
-    handles.append(
-        Line2D([], [], color="crimson", ls="--", label="paper's number (band: ±3 points)")
-    )
+    if any(model in paper for model in ratios):
+        handles.append(
+            Line2D([], [], color="crimson", ls="--", label="paper's number (band: ±3 points)")
+        )
     title = f"NDSNN cost / LTH cost ({convention} convention, {distribution} distribution)"
     return _save(fig, path, title, caption, handles)
 

@@ -11,12 +11,17 @@ ratio (``measured_claim.csv``), each method's GPU seconds (``measured_costs.csv`
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import sys
 import time
-from collections.abc import Sequence
+import types
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from ndsnn_triton._version import __version__
 from ndsnn_triton.profiler import plots
@@ -26,6 +31,7 @@ from ndsnn_triton.profiler.claim import (
     TOLERANCE_POINTS,
     Assumptions,
     ClaimRow,
+    ModelSetup,
     claim_check,
     claim_verdict,
     dense_unit,
@@ -40,6 +46,13 @@ from ndsnn_triton.profiler.measured import (
     measured_method_costs,
     parse_step_times,
     read_step_times_file,
+)
+from ndsnn_triton.profiler.user_model import (
+    BUILTIN_ONLY_FIELDS,
+    DEFAULT_INPUT_SHAPE,
+    parse_input_shape,
+    setup_user_model,
+    user_assumptions,
 )
 from ndsnn_triton.sparse.validation import check_density
 
@@ -67,22 +80,44 @@ def claim_table(rows: Sequence[ClaimRow], sparsities: Sequence[float]) -> list[s
                 r = by[(m, p, c, d, s)]
                 cells.append(_fmt_pct(r.ratio) + ("*" if r.within_tolerance else ""))
         lines.append("| " + " | ".join([p, c, d, *cells]) + " |")
-    paper = ", ".join(
-        f"{plots._title(m)} {_fmt_pct(PAPER_RATIO[m])}%" for m in models if m in PAPER_RATIO
-    )
+    claimed = paper_ratios(rows)
+    paper = ", ".join(f"{plots._title(m)} {_fmt_pct(claimed[m])}%" for m in models if m in claimed)
     lines.append("")
-    lines.append(
-        f"Values: NDSNN training FLOPs as % of LTH's. Paper: {paper}. `*`: within ±{TOLERANCE_POINTS:g} points of the paper's number for that model."
-    )
+    if claimed:
+        lines.append(
+            f"Values: NDSNN training FLOPs as % of LTH's. Paper: {paper}. `*`: within ±{TOLERANCE_POINTS:g} points of the paper's number for that model."
+        )
+    else:
+        lines.append("Values: NDSNN training FLOPs as % of LTH's.")
+    unclaimed = [plots._title(m) for m in models if m not in claimed]
+    if unclaimed:
+        lines[-1] += (
+            f" No published NDSNN/LTH claim exists for {', '.join(unclaimed)}: its ratios are "
+            "computed here, not compared with a published number."
+        )
     return lines
 
 
-def verdict_lines(verdict: dict[str, Any], models: Sequence[str]) -> list[str]:
+def paper_ratios(rows: Sequence[ClaimRow]) -> dict[str, float]:
+    """The published NDSNN/LTH number of each model in ``rows`` that has one."""
+    return {r.model: r.paper_ratio for r in rows if r.paper_ratio is not None}
+
+
+def verdict_lines(
+    verdict: dict[str, Any], models: Sequence[str], paper: Mapping[str, float] | None = None
+) -> list[str]:
+    """Markdown bullets: which settings reproduce each published number (``paper``, default the
+    paper's VGG-16 and ResNet-19 numbers); a model without one is said to have none."""
+    paper = PAPER_RATIO if paper is None else paper
     lines = []
     for m in models:
         near = verdict["near_paper"].get(m, [])
-        target = PAPER_RATIO.get(m)
+        target = paper.get(m)
         if target is None:
+            lines.append(
+                f"- {plots._title(m)}: no published NDSNN/LTH claim exists for this model; the "
+                "table above gives its computed ratios only."
+            )
             continue
         if near:
             settings = "; ".join(
@@ -97,7 +132,8 @@ def verdict_lines(verdict: dict[str, Any], models: Sequence[str]) -> list[str]:
                 f"- {plots._title(m)} ({_fmt_pct(target)}%): no setting comes within ±{TOLERANCE_POINTS:g} points."
             )
     both = verdict["settings_matching_all_models"]
-    if len(models) > 1:
+    claimed = [m for m in models if m in paper]
+    if len(claimed) > 1:
         if both:
             s = "; ".join(
                 f"{b['protocol']}/{b['convention']}/{b['distribution']}/{100 * b['sparsity']:g}%"
@@ -110,9 +146,10 @@ def verdict_lines(verdict: dict[str, Any], models: Sequence[str]) -> list[str]:
             lines.append(
                 f"- **No single setting (protocol, convention, distribution, sparsity) reproduces both numbers within ±{TOLERANCE_POINTS:g} points.**"
             )
-        lines.append(
-            f"- The paper has VGG-16's ratio below ResNet-19's; {verdict['vgg_below_resnet_settings']} of the settings here agree on that ordering."
-        )
+        if "vgg_below_resnet_settings" in verdict:
+            lines.append(
+                f"- The paper has VGG-16's ratio below ResNet-19's; {verdict['vgg_below_resnet_settings']} of the settings here agree on that ordering."
+            )
     return lines
 
 
@@ -146,7 +183,7 @@ def _run_row(
 
 def build_report(
     out: str | Path,
-    models: Sequence[str] = ("vgg16", "resnet19"),
+    models: Sequence[str | ModelSetup] = ("vgg16", "resnet19"),
     sparsities: Sequence[float] = (0.9, 0.95, 0.98, 0.99),
     assumptions: Assumptions | None = None,
     energy: bool = False,
@@ -155,7 +192,9 @@ def build_report(
 ) -> dict[str, Any]:
     """Run the whole analytic comparison and write the report folder; returns ``report.json``'s content.
 
-    ``step_times``: a measured step-times JSON file; adds the measured GPU-time section.
+    ``models``: built-in model names, or set-up models (:func:`report_model` makes one of any
+    model). ``step_times``: a measured step-times JSON file; adds the measured GPU-time section.
+    Nothing is written if a model or an argument is bad.
     """
     start = time.perf_counter()
     a = assumptions or Assumptions()
@@ -166,17 +205,23 @@ def build_report(
     sparsities = sorted(sparsities)
     step_doc = read_step_times_file(step_times) if step_times is not None else None
     times = parse_step_times(step_doc, str(step_times)) if step_doc is not None else None
-    if times is not None and not any(model in models for model, _ in times):
+    setups = [m if isinstance(m, ModelSetup) else setup_model(m, a) for m in models]
+    names = [setup.name for setup in setups]
+    if len(set(names)) != len(names):
+        raise ValueError(f"report: model names must be unique, got {names}")
+    if times is not None and not any(model in names for model, _ in times):
         raise ValueError(
             f"step-times file {step_times} measures {sorted({m for m, _ in times})}, none of the "
-            f"report's models {list(models)}"
+            f"report's models {names}"
         )
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    setups = [setup_model(m, a) for m in models]
     parts = [_model_part(setup, a, sparsities, energy) for setup in setups]
     rows = [r for part in parts for r in part["claim_rows"]]
     verdict = claim_verdict(rows)
+    paper = paper_ratios(rows)
+    users = {s.name: s.source for s in setups if s.source is not None}
+    if users and not {"vgg16", "resnet19"} <= set(paper):
+        del verdict["vgg_below_resnet_settings"]
     target = max(sparsities)
     method_rows = [r for part in parts for r in part["method_rows"]]
     runs_at_target = {
@@ -187,8 +232,9 @@ def build_report(
         setup.name: part["schedules_at_target"] for setup, part in zip(setups, parts, strict=True)
     }
 
+    out.mkdir(parents=True, exist_ok=True)
     figures = _plots(
-        out, setups, a, rows, runs_at_target, schedules_at_target, units, target, sparsities
+        out, setups, a, rows, runs_at_target, schedules_at_target, units, target, sparsities, paper
     )
     measured = None
     if times is not None:
@@ -197,8 +243,9 @@ def build_report(
         figures.append(out / measured["figure"])
     report = {
         "version": __version__,
-        "assumptions": a.describe() | ({"spike_rates_from": rates_source} if rates_source else {}),
-        "paper": {"ratios": PAPER_RATIO, "tolerance_points": TOLERANCE_POINTS},
+        "assumptions": _assumptions(a, setups)
+        | ({"spike_rates_from": rates_source} if rates_source else {}),
+        "paper": {"ratios": paper if users else PAPER_RATIO, "tolerance_points": TOLERANCE_POINTS},
         "protocols": list(PROTOCOLS),
         "conventions": list(CONVENTIONS),
         "claim_check": [asdict(r) | {"within_tolerance": r.within_tolerance} for r in rows],
@@ -208,15 +255,40 @@ def build_report(
         "figures": [p.name for p in figures],
         "seconds": time.perf_counter() - start,
     }
+    if users:
+        unclaimed = [n for n in names if n not in paper]
+        report["paper"]["no_published_claim"] = unclaimed
+        report["models"] = users
     if measured is not None:
         report["measured"] = measured
     (out / "report.json").write_text(json.dumps(report, indent=1))
     _write_csv(out / "claim_check.csv", report["claim_check"])
     _write_csv(out / "method_costs.csv", method_rows)
     (out / "report.md").write_text(
-        "\n".join(_markdown(report, rows, verdict, sparsities, models, figures, energy)) + "\n"
+        "\n".join(_markdown(report, rows, verdict, sparsities, setups, figures, energy)) + "\n"
     )
     return report
+
+
+def _assumptions(a: Assumptions, setups: Sequence[ModelSetup]) -> dict[str, Any]:
+    """``a.describe()``; a report of users' models only drops the fields that build the
+    built-in models and gives each model's input instead."""
+    described = a.describe()
+    if any(s.source is None for s in setups):
+        return described
+    for f in BUILTIN_ONLY_FIELDS:
+        del described[f]
+    for s in setups:
+        key = "input_shape" if len(setups) == 1 else f"input_shape ({s.name})"
+        described[key] = _input_label(s.source)
+    return described
+
+
+def _input_label(source: Mapping[str, Any]) -> str:
+    """``[B, 3, 32, 32]`` or ``[T=4, B, 3, 32, 32]``: the input the model was traced with."""
+    dims = ", ".join(str(d) for d in source["input_shape"])
+    t = source.get("time_first")
+    return f"[T={t}, B, {dims}]" if t else f"[B, {dims}]"
 
 
 def _model_part(setup, a: Assumptions, sparsities: Sequence[float], energy: bool) -> dict[str, Any]:
@@ -334,7 +406,11 @@ def _plots(
     units,
     target: float,
     sparsities,
+    paper: Mapping[str, float] | None = None,
 ) -> list[Path]:
+    """Write every plot (and the data behind it); ``paper``: published ratios (default the
+    paper's)."""
+    paper = PAPER_RATIO if paper is None else paper
     figures = []
     lth_rounds = max(len(s["lth"].phases) - 1 for s in schedules_at_target.values())
     run_caption = plot_caption(a, sparsity=target, lth_rounds=lth_rounds)
@@ -430,7 +506,7 @@ def _plots(
     )
     figures.append(
         plots.ratio_vs_sparsity(
-            ratios, PAPER_RATIO, "snn", "global", out / "ratio_vs_sparsity.png", ratio_caption
+            ratios, paper, "snn", "global", out / "ratio_vs_sparsity.png", ratio_caption
         )
     )
     (out / "ratio_vs_sparsity.json").write_text(json.dumps(ratios))
@@ -443,8 +519,9 @@ def _rate_label(a: Assumptions) -> str:
     return f"{a.spike_rate:g}"
 
 
-def _markdown(report, rows, verdict, sparsities, models, figures, energy) -> list[str]:
+def _markdown(report, rows, verdict, sparsities, setups, figures, energy) -> list[str]:
     a = report["assumptions"]
+    models = [s.name for s in setups]
     lines = [
         "# ndsnn report: training cost of sparse spiking networks",
         "",
@@ -461,11 +538,12 @@ def _markdown(report, rows, verdict, sparsities, models, figures, energy) -> lis
         "LTH protocols: `full-imp` (all IMP rounds), `dense-plus-retrain` (one dense run + one retrain at the target), "
         "`amortized` (one IMP run to the highest target shared by the sparsity levels).",
         "",
+        *[line for s in setups if s.source is not None for line in model_lines(s)],
         "## Claim check: NDSNN / LTH training cost",
         "",
         *claim_table(rows, sparsities),
         "",
-        *verdict_lines(verdict, models),
+        *verdict_lines(verdict, models, paper_ratios(rows)),
         "",
         "## Cost of each method (× one dense run of E epochs)",
         "",
@@ -497,6 +575,53 @@ def _markdown(report, rows, verdict, sparsities, models, figures, energy) -> lis
     lines += [
         "",
         f"Elementwise work (BN, LIF, pooling) is reported per run in `method_costs.csv` (`elementwise_ops`), apart from the FLOPs. Generated in {report['seconds']:.1f} s.",
+    ]
+    return lines
+
+
+def model_lines(setup: ModelSetup) -> list[str]:
+    """Markdown: a user's model, where it came from, its input, and its layer table."""
+    src = setup.source or {}
+    factory = src.get("factory")
+    kwargs = src.get("kwargs") or {}
+    made = (
+        f"`{factory}` called with `{json.dumps(kwargs)}`"
+        if factory
+        else "a model given as a Python object"
+    )
+    t = src.get("timesteps", 1)
+    lines = [
+        f"## Model: {plots._title(setup.name)}",
+        "",
+        f"{made} (class `{src.get('class', '?')}`). Traced on one input {_input_label(src)} "
+        f"(B = 1); it runs T = {t} timestep{'s' if t != 1 else ''} per sample.",
+    ]
+    if src.get("converted_to_masked"):
+        lines[-1] += (
+            " It has no SpikeConv2d / SpikeLinear, so its nn.Conv2d / nn.Linear layers were "
+            "made maskable (`ndsnn_triton.nn.to_masked`) for the sparse methods."
+        )
+    head = "| layer | kind | weight shape | weights | MACs / sample / timestep | timesteps | spike input | input gradient | maskable |"
+    lines += ["", head, "|" + "---|" * 9]
+    for layer in setup.table.layers:
+        cells = [
+            f"`{layer.name}`",
+            layer.kind,
+            "×".join(str(d) for d in layer.weight_shape),
+            f"{layer.weights:,}",
+            f"{layer.macs:,}",
+            str(layer.timesteps),
+            "yes" if layer.spike_input else "no",
+            "yes" if layer.input_grad else "no",
+            "yes" if layer.maskable else "no (dense)",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    weights = sum(layer.weights for layer in setup.table.layers)
+    lines += [
+        "",
+        f"Dense forward MACs per sample, all timesteps: {setup.table.macs_per_sample():,}; "
+        f"weights: {weights:,}.",
+        "",
     ]
     return lines
 
@@ -575,3 +700,64 @@ def plot_caption(
             f"{', '.join(plots._pct(s) for s in levels)})."
         )
     return "\n".join([run + ".", flops, dist, methods])
+
+
+def report_model(
+    model: torch.nn.Module,
+    out: str | Path = "report",
+    *,
+    name: str | None = None,
+    input_shape: Sequence[int] | str = DEFAULT_INPUT_SHAPE,
+    time_steps: int | None = None,
+    sparsities: Sequence[float] = (0.9, 0.95, 0.98, 0.99),
+    assumptions: Assumptions | None = None,
+    energy: bool = False,
+    rates_source: str | None = None,
+    step_times: str | Path | None = None,
+    source: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """The cost report of any model: its layer table, every method's training cost and the
+    NDSNN/LTH ratio (no published claim to compare with). Writes the same files as
+    ``ndsnn report`` to ``out`` and returns ``report.json``'s content.
+
+    ``input_shape``: one sample's input (``(C, H, W)`` or ``"C,H,W"``); the model is traced on
+    ``[1, *input_shape]``, or on ``[time_steps, 1, *input_shape]`` if ``time_steps`` is given (a
+    model that takes its time steps first). ``options``: :class:`Assumptions` fields (``epochs=20``),
+    over ``assumptions``; T is the model's own (traced), not an option. ``name``: the model's name
+    in tables, plots and file names (default: its class name). ``model`` is not modified.
+    """
+    if "T" in options:
+        raise ValueError(
+            "report: T is the model's own (traced); give time_steps for a model that takes "
+            "[T, B, ...] input"
+        )
+    a = _with_options(assumptions or Assumptions(), options)
+    shape = parse_input_shape(input_shape) if isinstance(input_shape, str) else input_shape
+    label = name or (source or {}).get("name") or type(model).__name__
+    setup = setup_user_model(model, label, shape, time_steps, dict(source or {}))
+    return build_report(
+        out, [setup], sparsities, user_assumptions(a, setup), energy, rates_source, step_times
+    )
+
+
+def _with_options(a: Assumptions, options: Mapping[str, Any]) -> Assumptions:
+    """``a`` with the given :class:`Assumptions` fields replaced; unknown names are an error."""
+    unknown = sorted(set(options) - set(a.__dataclass_fields__))
+    if unknown:
+        raise ValueError(
+            f"report: unknown option(s) {unknown}; expected Assumptions fields "
+            f"{sorted(a.__dataclass_fields__)}"
+        )
+    return dataclasses.replace(a, **options)
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable: ``ndsnn_triton.profiler.report(model, out=...)`` is
+    :func:`report_model` while ``report.build_report`` etc. stay reachable."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return report_model(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
