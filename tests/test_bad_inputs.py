@@ -18,11 +18,11 @@ import ndsnn_triton
 from ndsnn_triton import lif_multistep, masked_conv2d, masked_linear
 from ndsnn_triton.cli import main
 from ndsnn_triton.models import build_model, resnet19, small_snn, vgg16
-from ndsnn_triton.nn import LIF, SpikeConv2d
+from ndsnn_triton.nn import LIF, SpikeConv2d, from_spikingjelly
 from ndsnn_triton.profiler.claim import Assumptions, lth_cost, setup_model
 from ndsnn_triton.profiler.cost import step_cost
 from ndsnn_triton.profiler.layers import trace_layers
-from ndsnn_triton.sparse import build_method, erk_densities, load_masks
+from ndsnn_triton.sparse import attach, build_method, erk_densities, load_masks
 from ndsnn_triton.sparse.masks import layer_shapes
 from ndsnn_triton.train import CheckpointError, DataError, TrainConfig, Trainer, load_dataset
 from ndsnn_triton.train.data import load_cifar10, load_fashion_mnist, load_tiny_imagenet
@@ -88,9 +88,49 @@ def _cli(*argv):
         raise SystemExit(f"{exit_.code} {err.getvalue().strip()}") from None
 
 
+def _attach(method="rigl", sparsity=0.9, model=None, **kw):
+    """attach() to a fresh small model and SGD (``model``: another one, with the same optimizer)."""
+    snn = small_snn(10, T=2)
+    optimizer = torch.optim.SGD(snn.parameters(), lr=0.1, momentum=0.9)
+    return attach(snn if model is None else model, optimizer, method, sparsity, 10, **kw)
+
+
 def _masks_file(tmp):
     (tmp / "m.pt").write_bytes(b"\x00\x01 broken")
     return load_masks(tmp / "m.pt")
+
+
+def _sj_lif_net():
+    """A tiny SpikingJelly net (skips the test where SpikingJelly is absent)."""
+    layer = pytest.importorskip("spikingjelly.activation_based.layer")
+    neuron = pytest.importorskip("spikingjelly.activation_based.neuron")
+    return torch.nn.Sequential(layer.Linear(4, 4, step_mode="m"), neuron.LIFNode(step_mode="m"))
+
+
+def _convert_twice(tmp):
+    model = from_spikingjelly(_sj_lif_net())
+    before = [type(m) for m in model]
+    try:
+        return from_spikingjelly(model)
+    finally:
+        assert [type(m) for m in model] == before  # nothing changed
+
+
+def _convert_plain_torch(tmp):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
+    try:
+        return from_spikingjelly(model)
+    finally:
+        assert type(model[0]) is torch.nn.Linear  # nothing changed
+
+
+def _convert_single_step(tmp):
+    model = _sj_lif_net()
+    model[1].step_mode = "s"
+    try:
+        return from_spikingjelly(model)
+    finally:
+        assert type(model[0]).__module__.startswith("spikingjelly")  # nothing changed
 
 
 CATALOGUE = [
@@ -206,6 +246,30 @@ CATALOGUE = [
         "reset_net",
     ),
     ("LIF: surrogate as a string", lambda t: LIF(surrogate="atan"), TypeError, "ATan"),
+    (
+        "from_spikingjelly: converted twice",
+        _convert_twice,
+        ValueError,
+        "already converted",
+    ),
+    (
+        "from_spikingjelly: no SpikingJelly layer",
+        _convert_plain_torch,
+        ValueError,
+        "no SpikingJelly .* to convert",
+    ),
+    (
+        "from_spikingjelly: single-step neuron",
+        _convert_single_step,
+        ValueError,
+        r"cannot convert 1 module.*\n  1 \(.*LIFNode\): step_mode='s'",
+    ),
+    (
+        "from_spikingjelly: not a module",
+        lambda t: from_spikingjelly("vgg16"),
+        TypeError,
+        "must be a torch.nn.Module",
+    ),
     # ---- models
     (
         "vgg16: T mismatch",
@@ -344,11 +408,104 @@ CATALOGUE = [
         SystemExit,
         "epochs must be a positive integer",
     ),
+    *[
+        (
+            f"cli: report --model {what}",
+            lambda t, argv=argv: _cli("report", "--out", str(t / "out"), *argv),
+            SystemExit,
+            message,
+        )
+        for what, argv, message in [
+            ("without a factory", ["--model", "tests.test_report_model"], "module.path:factory"),
+            (
+                "module missing",
+                ["--model", "tests.no_such_module:net"],
+                r"cannot import module 'tests.no_such_module'.*No module named",
+            ),
+            (
+                "attribute missing",
+                ["--model", "tests.test_report_model:no_such_net"],
+                r"'tests.test_report_model' has no attribute 'no_such_net'",
+            ),
+            (
+                "not callable",
+                ["--model", "tests.test_report_model:FACTORY"],
+                "is not callable: it is a str",
+            ),
+            (
+                "returning a list",
+                ["--model", "tests.test_report_model:not_a_model"],
+                "returned a list, not a torch.nn.Module",
+            ),
+            (
+                "kwargs not JSON",
+                ["--model", "tests.test_report_model:tiny_cnn", "--model-kwargs", "{width: 8}"],
+                "model kwargs are not valid JSON",
+            ),
+            (
+                "kwargs not an object",
+                ["--model", "tests.test_report_model:tiny_cnn", "--model-kwargs", "[8]"],
+                "must be a JSON object",
+            ),
+            (
+                "kwargs the factory does not take",
+                ["--model", "tests.test_report_model:tiny_cnn", "--model-kwargs", '{"depth": 3}'],
+                r"calling tests.test_report_model:tiny_cnn\(\*\*\{'depth': 3\}\) failed: TypeError",
+            ),
+            (
+                "with no weight layer",
+                ["--model", "tests.test_report_model:no_weight_layer"],
+                "no_weight_layer: the model has no weight layer",
+            ),
+            (
+                "on an input it cannot take",
+                ["--model", "tests.test_report_model:tiny_cnn", "--input-shape", "1,32,32"],
+                r"one forward pass on a zero input of shape \[1, 1, 32, 32\] failed",
+            ),
+            (
+                "with a bad input shape",
+                ["--model", "tests.test_report_model:tiny_cnn", "--input-shape", "3,a,32"],
+                "input shape must be comma-separated integers",
+            ),
+        ]
+    ],
     (
         "cli: unknown data set",
         lambda t: _cli("train", "--dataset", "mnist", "--out", str(t)),
         SystemExit,
         "invalid choice: 'mnist'",
+    ),
+    # ---- attach (tests/test_attach.py checks that each leaves model and optimizer untouched)
+    (
+        "attach: model without masked layers",
+        lambda t: _attach(model=torch.nn.Sequential(torch.nn.Linear(4, 3))),
+        ValueError,
+        "no masked layers",
+    ),
+    (
+        "attach: sparsity 1",
+        lambda t: _attach(sparsity=1.0),
+        ValueError,
+        r"sparsity must lie in \[0, 1\)",
+    ),
+    ("attach: negative sparsity", lambda t: _attach(sparsity=-0.5), ValueError, r"got -0\.5"),
+    (
+        "attach: sparsity below the layer floors",
+        lambda t: _attach("ndsnn", 0.999),
+        ValueError,
+        "sparsity 0.999 is unreachable",
+    ),
+    (
+        "attach: floor min_kept_per_output too high",
+        lambda t: _attach(min_kept_per_output=100),
+        ValueError,
+        "unreachable.*min_kept_per_output=100",
+    ),
+    (
+        "attach: unknown method",
+        lambda t: _attach("magic"),
+        ValueError,
+        "unknown sparse-training method 'magic'",
     ),
     # ---- profiler
     (
@@ -405,6 +562,18 @@ def test_catalogue_is_large_and_unique():
 def test_bad_input_gives_a_clear_error(tmp_path, action, exc, match):
     with pytest.raises(exc, match=match):
         action(tmp_path)
+
+
+REPORT_MODEL_ENTRIES = [entry for entry in CATALOGUE if entry[0].startswith("cli: report --model")]
+
+
+@pytest.mark.parametrize(
+    "action", [entry[1] for entry in REPORT_MODEL_ENTRIES], ids=[e[0] for e in REPORT_MODEL_ENTRIES]
+)
+def test_bad_report_model_writes_nothing(tmp_path, action):
+    with pytest.raises(SystemExit):
+        action(tmp_path)
+    assert not (tmp_path / "out").exists()
 
 
 OP_ENTRIES = [entry for entry in CATALOGUE if entry[0].startswith(("conv:", "linear:", "lif:"))]
