@@ -220,18 +220,25 @@ def _lif_block(neurons: int) -> tuple[int, int]:
     return block, max(1, min(4, block // 64))
 
 
+def _lif_launch(
+    name: str, tensor: str, shape: tuple[int, ...] | torch.Size
+) -> tuple[int, int, tuple[int]]:
+    """``(BLOCK, num_warps, grid)`` for a ``[T, ...]`` tensor of ``shape``, after checking its
+    element count against int32 offsets and the grid against CUDA's limits."""
+    check_elements(name, **{tensor: math.prod(shape)})
+    block, warps = _lif_block(math.prod(shape[1:]))
+    grid = (cdiv(math.prod(shape[1:]), block),)
+    check_grid(name, grid)
+    return block, warps, grid
+
+
 @plan("lif_fwd")
 def lif_fwd_plan(
     shape: tuple[int, ...] | torch.Size, dtype: torch.dtype, int8_spikes: bool,
     decay_input: bool, v_reset: float | None,
 ) -> KernelLaunch:  # fmt: skip
     """The forward's launch for ``x_seq`` of ``shape`` ``[T, ...]`` and ``dtype``."""
-    t, m = shape[0], math.prod(shape[1:])
-    name = "ndsnn::lif_multistep (Triton forward)"
-    check_elements(name, x_seq=t * m)
-    block, warps = _lif_block(m)
-    grid = (cdiv(m, block),)
-    check_grid(name, grid)
+    block, warps, grid = _lif_launch("ndsnn::lif_multistep (Triton forward)", "x_seq", shape)
     return KernelLaunch(
         name="lif_fwd",
         kernel=_lif_fwd_kernel if HAS_TRITON else None,
@@ -268,12 +275,7 @@ def lif_bwd_plan(
     """The backward's launch for ``h_seq`` of ``shape`` ``[T, ...]`` and ``dtype``."""
     if surrogate not in SURROGATES:
         raise ValueError(f"unknown surrogate {surrogate!r}; expected one of {SURROGATES}")
-    t, m = shape[0], math.prod(shape[1:])
-    name = "ndsnn::lif_multistep_backward (Triton)"
-    check_elements(name, h_seq=t * m)
-    block, warps = _lif_block(m)
-    grid = (cdiv(m, block),)
-    check_grid(name, grid)
+    block, warps, grid = _lif_launch("ndsnn::lif_multistep_backward (Triton)", "h_seq", shape)
     return KernelLaunch(
         name="lif_bwd",
         kernel=_lif_bwd_kernel if HAS_TRITON else None,

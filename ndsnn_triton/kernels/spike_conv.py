@@ -288,6 +288,15 @@ def _out_hw(h: int, w: int, kh: int, kw: int, stride, padding, dilation) -> tupl
     return oh, ow
 
 
+def _positions_by_channels(name: str, positions: int, channels: int) -> tuple[int, tuple[int, int]]:
+    """``(BLOCK_P, grid)`` of a forward / input-gradient launch: position blocks on grid axis 0
+    (no 65,535 cap there), one program row per channel on axis 1; checked against CUDA's limits."""
+    block = pow2_block(positions, 16, 128, others=channels)
+    grid = (cdiv(positions, block), channels)
+    check_grid(name, grid)
+    return block, grid
+
+
 def _scalars(*names: str) -> dict[str, str]:
     return dict.fromkeys(names, _I32)
 
@@ -309,10 +318,7 @@ def conv_fwd_plan(
     oh, ow = _out_hw(h, w, kh, kw, stride, padding, dilation)
     name = "ndsnn::masked_conv2d (Triton forward)"
     check_elements(name, x=n * c * h * w, weight=oc * c * kh * kw, output=n * oc * oh * ow)
-    positions = n * oh * ow
-    block = pow2_block(positions, 16, 128, others=oc)
-    grid = (cdiv(positions, block), oc)
-    check_grid(name, grid)
+    block, grid = _positions_by_channels(name, n * oh * ow, oc)
     return KernelLaunch(
         name="conv_fwd",
         kernel=_conv_fwd_kernel if HAS_TRITON else None,
@@ -351,10 +357,7 @@ def conv_dgrad_plan(
     check_elements(
         name, grad_input=n * c * h * w, weight=oc * c * kh * kw, grad_out=n * oc * oh * ow
     )
-    positions = n * h * w
-    block = pow2_block(positions, 16, 128, others=c)
-    grid = (cdiv(positions, block), c)
-    check_grid(name, grid)
+    block, grid = _positions_by_channels(name, n * h * w, c)
     return KernelLaunch(
         name="conv_dgrad",
         kernel=_conv_dgrad_kernel if HAS_TRITON else None,
