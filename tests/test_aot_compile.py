@@ -73,7 +73,9 @@ def test_every_block_size_the_launchers_choose_is_compiled(compiled):
     assert all(b > 0 and b & (b - 1) == 0 for sizes in blocks.values() for b in sizes), blocks
     assert blocks["conv_fwd"] == {16, 32, 64, 128}
     assert blocks["conv_dgrad"] == {16, 32, 64, 128}
-    assert blocks["conv_wgrad"] == {16, 32, 64}
+    assert blocks["conv_wgrad"] == {64}  # events per tile: fixed
+    assert blocks["conv_wgrad_positions"] == {16, 32, 64}
+    assert blocks["spike_events"] >= {16, 128}
     assert blocks["lif_fwd"] == blocks["lif_bwd"] == {64, 128, 256, 512}
 
 

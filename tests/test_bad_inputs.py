@@ -17,6 +17,7 @@ import torch
 import ndsnn_triton
 from ndsnn_triton import lif_multistep, masked_conv2d, masked_linear
 from ndsnn_triton.cli import main
+from ndsnn_triton.kernels.work import executed_macs
 from ndsnn_triton.models import build_model, resnet19, small_snn, vgg16
 from ndsnn_triton.nn import LIF, SpikeConv2d, from_spikingjelly
 from ndsnn_triton.profiler.claim import Assumptions, lth_cost, setup_model
@@ -226,6 +227,19 @@ CATALOGUE = [
         ValueError,
         r"\[T, B, C, H, W\]",
     ),
+    (
+        "work: input of rank 5",
+        lambda t: executed_macs(S[None], M),
+        ValueError,
+        r"\[N, C, H, W\] or \[N, F\]",
+    ),
+    (
+        "work: mask channels differ from the input's",
+        lambda t: executed_macs(S, M[:, :2]),
+        ValueError,
+        "does not fit an input of 3 channels",
+    ),
+    ("work: float mask", lambda t: executed_macs(S, M.float()), TypeError, "mask must be bool"),
     (
         "SpikeConv2d: reflect padding",
         lambda t: SpikeConv2d(3, 4, 3, padding_mode="reflect"),

@@ -31,12 +31,27 @@ FUZZ = settings(
 )
 
 
+#: spike patterns the skipping kernels treat differently: silent maps and dead channels are
+#: skipped by the forward, events drive the weight gradient
+PATTERNS = ["random", "zeros", "ones", "sparse", "silent_maps", "dead_channel", "single"]
+
+
 def _spikes(shape, pattern, seed):
+    g = torch.Generator().manual_seed(seed)
     if pattern == "zeros":
         return torch.zeros(shape)
     if pattern == "ones":
         return torch.ones(shape)
-    return (torch.rand(shape, generator=torch.Generator().manual_seed(seed)) < 0.3).float()
+    if pattern == "single":
+        x = torch.zeros(shape).flatten()
+        x[torch.randint(x.numel(), (1,), generator=g)] = 1.0
+        return x.view(shape)
+    x = (torch.rand(shape, generator=g) < (0.05 if pattern == "sparse" else 0.3)).float()
+    if pattern == "silent_maps":  # about half of the (sample, channel) maps silent
+        x *= (torch.rand(*shape[:2], *([1] * (len(shape) - 2)), generator=g) < 0.5).float()
+    elif pattern == "dead_channel" and len(shape) > 1:
+        x[:, torch.randint(shape[1], (1,), generator=g)] = 0.0
+    return x
 
 
 def _both(fn):
@@ -58,7 +73,7 @@ def _both(fn):
     stride=st.sampled_from([1, 2]),
     padding=st.sampled_from([0, 1]),
     density=st.sampled_from([0.0, 0.2, 0.7, 1.0]),
-    pattern=st.sampled_from(["random", "zeros", "ones"]),
+    pattern=st.sampled_from(PATTERNS),
     bias=st.booleans(),
     seed=st.integers(0, 2**16),
 )
@@ -86,7 +101,7 @@ def test_conv_fuzz(n, cin, cout, size, k, stride, padding, density, pattern, bia
     fin=st.integers(1, 17),
     fout=st.integers(1, 9),
     density=st.sampled_from([0.0, 0.3, 1.0]),
-    pattern=st.sampled_from(["random", "zeros", "ones"]),
+    pattern=st.sampled_from(PATTERNS),
     seed=st.integers(0, 2**16),
 )
 def test_linear_fuzz(n, fin, fout, density, pattern, seed):

@@ -122,7 +122,17 @@ def test_pow2_block_prefers_big_blocks_when_the_launch_is_big():
 
 
 def test_every_plan_is_registered():
-    assert set(PLANS) == {"conv_fwd", "conv_dgrad", "conv_wgrad", "lif_fwd", "lif_bwd"}
+    import ndsnn_triton.kernels.position_wgrad  # noqa: F401  (the benchmark baseline)
+
+    assert set(PLANS) == {
+        "conv_fwd",
+        "conv_dgrad",
+        "conv_wgrad",
+        "conv_wgrad_positions",
+        "spike_events",
+        "lif_fwd",
+        "lif_bwd",
+    }
 
 
 def test_plans_describe_every_kernel_argument():

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 
 from ndsnn_triton.kernels import launch as launch_mod
+from ndsnn_triton.kernels import position_wgrad as _baseline  # noqa: F401  (registers its plan)
 from ndsnn_triton.kernels.launch import KernelLaunch
 
 #: weight / activation dtypes the kernels take
@@ -285,6 +286,8 @@ def launches(site: LaunchSite, densities: Iterable[float] = DENSITIES) -> Iterat
         for w_dtype in FLOAT_DTYPES:
             x_dtypes = (w_dtype, *SPIKE_DTYPES) if site.spike_input else (w_dtype,)
             for x_dtype in x_dtypes:
+                # the forward's activity pass over the input (spike_events, no event lists)
+                yield plans["spike_events"](site.x_shape, site.w_shape[2:], x_dtype, False)
                 for bias in {site.has_bias, not site.has_bias}:
                     yield plans["conv_fwd"](
                         site.x_shape, site.w_shape, site.stride, site.padding, site.dilation,
@@ -300,11 +303,13 @@ def launches(site: LaunchSite, densities: Iterable[float] = DENSITIES) -> Iterat
             # the forward saves binary spikes as int8; analog input (the stem) is saved as is
             x_dtypes = (*SPIKE_DTYPES, dy_dtype) if site.spike_input else (dy_dtype,)
             for x_dtype in x_dtypes:
+                yield plans["spike_events"](site.x_shape, site.w_shape[2:], x_dtype, True)
                 for density in densities:
-                    yield plans["conv_wgrad"](
-                        site.x_shape, site.w_shape, site.stride, site.padding, site.dilation,
-                        _cap(site.w_shape, density), dy_dtype, x_dtype,
-                    )  # fmt: skip
+                    for wgrad in ("conv_wgrad", "conv_wgrad_positions"):  # + benchmark baseline
+                        yield plans[wgrad](
+                            site.x_shape, site.w_shape, site.stride, site.padding, site.dilation,
+                            _cap(site.w_shape, density), dy_dtype, x_dtype,
+                        )  # fmt: skip
     elif site.op == "lif_fwd":
         for dtype in FLOAT_DTYPES:
             for int8_spikes in (False, True):

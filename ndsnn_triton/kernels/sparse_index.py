@@ -7,8 +7,10 @@ For a mask viewed as ``[rows, cols]`` (rows = output channels, cols = flattened
   ``entry_row [cap]`` (its row) and ``entry_flat [cap]`` (its flat index into the weight);
 * ``row_order [rows]``: rows sorted by non-zero count, longest first (Sputnik's row swizzle), so
   programs launched together get similar work;
-* transpose (CSC) index for the input gradient: ``col_ptr [cols+1]``, ``t_row_idx [cap]`` — the
-  rows of each column, pointing into the same dense weight (no second copy of values).
+* transpose (CSC) index for the input gradient and the event-driven weight gradient:
+  ``col_ptr [cols+1]``, ``t_row_idx [cap]`` / ``t_col_idx [cap]`` (row and column of each entry in
+  column-major order) and ``t_entry_flat [cap]`` (its flat index into the weight), pointing into
+  the same dense weight (no second copy of values).
 
 Built on the device with cumsum and stable sorts (no ``nonzero``). Buffers are sized at the first
 build (``cap`` = that mask's non-zero count; NDSNN's count only falls, RigL/SET keep it) and reused
@@ -43,6 +45,8 @@ class SparseIndex:
     row_order: Tensor  # int32 [rows]
     col_ptr: Tensor  # int32 [cols + 1]
     t_row_idx: Tensor  # int32 [cap]
+    t_col_idx: Tensor  # int32 [cap]
+    t_entry_flat: Tensor  # int64 [cap]
 
 
 def _true_first(flat: Tensor) -> Tensor:
@@ -66,7 +70,7 @@ def build_index(mask2d: Tensor, cap: int | None = None) -> SparseIndex:
     # The argsorts span the whole mask: clone the cap-sized head so the cached index does not
     # keep the full sort's storage alive (a 1 %-dense mask would hold 100x what it needs).
     pos = _true_first(mask2d.reshape(-1))[:cap].clone()
-    pos_t = _true_first(mask2d.t().reshape(-1))[:cap]
+    pos_t = _true_first(mask2d.t().reshape(-1))[:cap].clone()
     return SparseIndex(
         rows=rows,
         cols=cols,
@@ -78,6 +82,8 @@ def build_index(mask2d: Tensor, cap: int | None = None) -> SparseIndex:
         row_order=torch.argsort(counts, descending=True, stable=True).to(torch.int32),
         col_ptr=col_ptr,
         t_row_idx=(pos_t % rows).to(torch.int32),
+        t_col_idx=(pos_t // rows).to(torch.int32),
+        t_entry_flat=(pos_t % rows) * cols + pos_t // rows,
     )
 
 
