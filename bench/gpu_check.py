@@ -7,9 +7,11 @@ own pytest or CLI process with a time budget:
    ``test_launch_plans.py``, ``test_compact_spikes.py``, ``test_dispatch.py``,
    ``test_host_sync.py``): the Triton kernels against their references on the real compiler;
 2. ``kernels``: the kernel benchmark on the VGG-16 layer shapes at 90 % and 99 % sparsity (spike
-   rate 0.1; rates 0.05 and 0.2 too on conv2 and conv9) and the LIF shapes, against cuDNN and
-   torch.sparse measured in the same run → ``bench/results/kernels-<device>.json``,
-   ``lif-<device>.json``;
+   rate 0.1; rates 0.05 and 0.2 too on conv2 and conv9) and the LIF shapes, against the baseline
+   kernels before spike skipping, cuDNN and torch.sparse measured in the same run →
+   ``bench/results/kernels-<device>.json``, ``lif-<device>.json``; and the spike-skipping cases of
+   conv2, conv9 and conv12 at 99 % sparsity (measured spike structure, or the documented rates)
+   → ``spike_skipping-<device>.json``;
 3. ``steps``: the training-step benchmark of VGG-16 and ResNet-19 (B = 64, T = 5) in bf16 AMP on
    backends ``auto`` and ``torch`` at densities 1, 0.1, 0.01, ordinary and mask-update steps →
    ``bench/results/step_times-<device>.json``;
@@ -47,6 +49,7 @@ RESULTS = ROOT / "bench" / "results"
 #: modules the steps import beyond torch and triton (the GPU machine has no network: carry wheels)
 PREREQUISITES = ("pytest", "pytest_benchmark", "matplotlib", "tqdm", "numpy", "hypothesis")
 GPU_TESTS = [
+    "tests/test_spike_skipping.py",
     "tests/test_kernels.py",
     "tests/test_kernels_gpu.py",
     "tests/test_kernel_fuzz.py",
@@ -58,6 +61,9 @@ GPU_TESTS = [
 #: seconds per step (sums to 520 s: ~8.7 min, leaving room for process start-up)
 BUDGETS = {"tests": 120, "kernels": 150, "steps": 210, "report": 25, "plots": 15}
 KERNEL_DENSITIES = (0.1, 0.01)
+#: the spike-skipping cases the check runs: these layers at 99 % sparsity
+SKIP_LAYERS = ("vgg.conv2", "vgg.conv9", "vgg.conv12")
+SKIP_DENSITY = 0.01
 STEP_DENSITIES = (1.0, 0.1, 0.01)
 STEP_CONFIGS = ("auto_bf16", "dense_bf16")
 
@@ -72,7 +78,8 @@ class StepResult:
 
 
 def kernel_cases() -> list[str]:
-    """Node ids of the kernel benchmark's VGG-16 cases at 90 % / 99 % sparsity and the LIF cases."""
+    """Node ids of the kernel benchmark's VGG-16 cases at 90 % / 99 % sparsity, the LIF cases and
+    the spike-skipping cases of :data:`SKIP_LAYERS` at :data:`SKIP_DENSITY`."""
     from bench import test_bench_kernels as kb
 
     ids = [
@@ -81,7 +88,12 @@ def kernel_cases() -> list[str]:
         if layer[0].startswith("vgg.") and density in KERNEL_DENSITIES
     ]
     lif = [f"bench/test_bench_kernels.py::test_lif[{i}]" for i in ("c64m32", "c128m16", "c512m4")]
-    return ids + lif
+    skip = [
+        f"bench/test_bench_kernels.py::test_spike_skipping[{kb.skip_case_id(*case)}]"
+        for case in kb.SKIP_CASES
+        if case[0][0] in SKIP_LAYERS and case[1] == SKIP_DENSITY
+    ]
+    return ids + lif + skip
 
 
 def step_cases() -> list[str]:

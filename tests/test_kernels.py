@@ -264,6 +264,8 @@ def test_build_index_layout():
     assert idx.row_order.tolist() == [2, 0, 1]  # longest row first
     assert idx.col_ptr.tolist() == [0, 2, 3, 5]
     assert idx.t_row_idx.tolist() == [0, 2, 2, 0, 2]
+    assert idx.t_col_idx.tolist() == [0, 0, 1, 2, 2]
+    assert idx.t_entry_flat.tolist() == [0, 6, 7, 2, 8]
 
 
 def test_spike_layers_train_the_same_on_both_backends():

@@ -1,14 +1,21 @@
 """The per-launch work model and roofline bounds (a model, not a measurement): hand-computed
-bytes and FLOPs of a tiny case for every kernel, consistency with the dense conv count, the
-roofline arithmetic and SPEC §8's anchor table."""
+bytes and FLOPs of a tiny case for every kernel (with and without a spike structure), agreement
+with the kernels' executed-work rule and the dense conv count, the synthetic spike structures,
+the roofline arithmetic, SPEC §8's anchor table, and the generated docs/roofline.md."""
+
+import json
+import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from ndsnn_triton.kernels.work import WorkFactors, executed_macs, map_activity, work_factors
 from ndsnn_triton.profiler.roofline import (
     COMPUTE_KINDS,
+    CONV_ROW_LABELS,
     H100_SXM,
     H200_SXM,
     PEAKS,
@@ -22,22 +29,35 @@ from ndsnn_triton.profiler.roofline import (
     anchor_shape,
     conv_dgrad_work,
     conv_fwd_work,
+    conv_launches,
     conv_rows,
+    conv_wgrad_positions_work,
     conv_wgrad_work,
+    dense_activity,
     expected_mask_stats,
+    layer_activity,
     lif_bwd_work,
     lif_fwd_work,
     lif_rows,
+    load_vgg16_spikes,
     mask_stats,
     memory_bound,
     render_markdown,
     roofline_ms,
+    spike_events_work,
     spike_skipping_flops,
+    synthetic_activity,
+    synthetic_spikes,
     total_roofline_ms,
+    usable_positions,
     vgg16_lif_sizes,
     wgrad_chunks,
     wgrad_launcher_bytes,
+    wgrad_pairs,
+    wgrad_positions_chunks,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # x [2, 2, 3, 3], weight [3, 2, 3, 3], stride 1, pad 1 -> y [2, 3, 3, 3]
 TINY = ConvShape(n=2, cin=2, h=3, w=3, cout=3)
@@ -78,6 +98,39 @@ def test_forward_bytes_and_flops_by_hand():
     assert no_bias.bytes_min == 322 - 12
 
 
+def test_skipping_forward_reads_live_inputs_and_the_activity():
+    stats = mask_stats(_tiny_mask(), TINY)
+    half = WorkFactors(rate=0.2, forward=0.5, weight_grad=0.2)
+    work = conv_fwd_work(TINY, stats, torch.int8, torch.float32, True, activity=half)
+    dense = conv_fwd_work(TINY, stats, torch.int8, torch.float32, True)
+    assert work.traffic == {
+        **dense.traffic,
+        "read x": 17,  # half the (sample block, channel) lanes live: half the reached input
+        "read active": 4 * 2 * 2,  # active [N, C] int32
+    }
+    assert work.flops == 72  # 2 · n · oh · ow · nnz · f_fwd
+    assert work.inputs["activity"] == half
+    # every lane live: the dense FLOPs and reads, plus the activity read
+    live = conv_fwd_work(TINY, stats, torch.int8, torch.float32, True, dense_activity(TINY))
+    assert live.flops == dense.flops and live.bytes_min == dense.bytes_min + 16
+
+
+def test_spike_events_pass_bytes_by_hand():
+    quarter = WorkFactors(rate=0.25, forward=1.0, weight_grad=0.25)
+    activity = spike_events_work(TINY, torch.bfloat16, False, quarter)
+    assert activity.kernel == "_spike_events_kernel" and activity.flops == 0
+    assert activity.traffic == {"read x": 2 * 2 * 9 * 2, "write active": 4 * 2 * 2}
+    events = spike_events_work(TINY, torch.int8, True, quarter)
+    assert events.traffic == {
+        "read x": 2 * 2 * 9,
+        "write active": 16,
+        "write events": 4 * 9,  # f_wg · C · N · OH · OW = 0.25 · 36 events, int32
+        "write counts": 4 * 2 * 2,  # [C, chunks]: 2 sample chunks of one sample
+    }
+    full = spike_events_work(TINY, torch.int8, True)  # no structure: every input is an event
+    assert full.traffic["write events"] == 4 * 2 * 2 * 9
+
+
 def test_input_gradient_bytes_and_flops_by_hand():
     work = conv_dgrad_work(TINY, mask_stats(_tiny_mask(), TINY), torch.float32, torch.float32)
     assert work.kernel == "_conv_dgrad_kernel"
@@ -92,9 +145,66 @@ def test_input_gradient_bytes_and_flops_by_hand():
     assert work.flops == 144
 
 
-def test_weight_gradient_bytes_and_flops_by_hand():
-    work = conv_wgrad_work(TINY, mask_stats(_tiny_mask(), TINY), torch.bfloat16)
+def test_event_driven_weight_gradient_bytes_and_flops_by_hand():
+    stats = mask_stats(_tiny_mask(), TINY)
+    quarter = WorkFactors(rate=0.25, forward=1.0, weight_grad=0.25)
+    work = conv_wgrad_work(TINY, stats, torch.bfloat16, activity=quarter)
     assert work.kernel == "_conv_wgrad_kernel"
+    events = 0.25 * 2 * 2 * 9  # f_wg · C · N · OH · OW
+    pairs = 4 * events / 2  # nnz kept weights spread over C = 2 channels, each × its events
+    assert wgrad_pairs(TINY, stats, quarter) == pairs == 18
+    gathered = 34 * (1 - math.exp(-18 / 34))  # distinct dY of 18 pairs over 2 · 17 reached
+    assert work.traffic == {
+        "read events": 4 * 9,
+        "read counts": 4 * 2 * 2,  # [C, chunks]
+        "read saved x at events": 9,
+        "read dy (gathered at events)": round(2 * gathered),
+        "read col_ptr + t_row_idx + t_col_idx": 4 * (2 + 1 + 2 * 4),
+        "write partials": 4 * 2 * 4,  # fp32 [chunks, cap = nnz]
+    }
+    assert work.flops == 36
+    assert (
+        conv_wgrad_work(TINY, stats, torch.bfloat16, activity=quarter, cap=8).traffic[
+            "write partials"
+        ]
+        == 4 * 2 * 8
+    )
+    # no structure: an event at every usable position, the dense FLOPs, nearly all dY read
+    dense = conv_wgrad_work(TINY, stats, torch.bfloat16)
+    assert dense.flops == 144 and dense.traffic["read events"] == 4 * 36
+    assert dense.traffic["read dy (gathered at events)"] == round(2 * 34 * -math.expm1(-72 / 34))
+
+
+@pytest.mark.parametrize(
+    ("shape", "rate"),
+    [
+        (ConvShape(n=4, cin=3, h=6, w=5, cout=4), 0.3),
+        (ConvShape(4, 3, 7, 7, 5, 3, 3, (2, 2), (1, 1), (1, 1)), 0.2),
+        (ConvShape.linear(n=6, fin=5, fout=3), 0.5),
+    ],
+)
+def test_event_pairs_are_the_kernels_executed_macs(shape, rate):
+    """With kept weights spread evenly over input channels (here: a dense mask), the model's
+    pairs and forward lanes are exactly the executed MACs of ``ndsnn_triton.kernels.work``."""
+    x = (torch.rand(shape.n, shape.cin, shape.h, shape.w) < rate).float()
+    mask = torch.ones(shape.cout, shape.cin, shape.kh, shape.kw, dtype=torch.bool)
+    geo = (shape.stride, shape.padding, shape.dilation)
+    factors = work_factors(x, (shape.kh, shape.kw), *geo, shape.cout)
+    done = executed_macs(x, mask, *geo)
+    stats = mask_stats(mask, shape)
+    assert wgrad_pairs(shape, stats, factors) == pytest.approx(int(done.weight_grad))
+    wgrad = conv_wgrad_work(shape, stats, torch.float32, activity=factors)
+    assert wgrad.flops == round(2 * int(done.weight_grad))
+    fwd = conv_fwd_work(shape, stats, torch.float32, torch.float32, activity=factors)
+    assert fwd.flops == round(2 * int(done.forward))
+    if shape.stride == (1, 1):  # the input gradient runs N·H·W lanes per kept weight
+        dgrad = conv_dgrad_work(shape, stats, torch.float32, torch.float32)
+        assert dgrad.flops == 2 * int(done.input_grad)
+
+
+def test_position_driven_weight_gradient_bytes_and_flops_by_hand():
+    work = conv_wgrad_positions_work(TINY, mask_stats(_tiny_mask(), TINY), torch.bfloat16)
+    assert work.kernel == "_conv_wgrad_positions_kernel"
     assert work.traffic == {
         "read dy": 2 * 17 * 2,  # bf16
         "read saved x": 2 * 17 * 1,  # int8 spikes the forward saved
@@ -107,7 +217,7 @@ def test_weight_gradient_bytes_and_flops_by_hand():
 
 def test_weight_gradient_launcher_bytes_by_hand():
     chunks = wgrad_chunks(TINY, cap=4)
-    assert chunks >= 1
+    assert chunks == 2  # the spike-events pass's sample chunks (one sample each here)
     partial = 4 * chunks * 4  # fp32 [chunks, cap]
     extra = wgrad_launcher_bytes(TINY, cap=4, grad_dtype=torch.bfloat16)
     assert extra == {
@@ -119,8 +229,14 @@ def test_weight_gradient_launcher_bytes_by_hand():
         "cast to gradient dtype": 54 * (4 + 2),
     }
     assert "cast to gradient dtype" not in wgrad_launcher_bytes(TINY, 4, torch.float32)
-    # the partials grow with the chunks the launcher's plan picks for a long position axis
-    assert wgrad_chunks(ConvShape(320, 64, 32, 32, 64), cap=369) > 1
+    baseline = wgrad_launcher_bytes(TINY, 4, torch.bfloat16, positions=True)
+    assert baseline["zero partials"] == 4 * wgrad_positions_chunks(TINY, 4) * 4
+    # the chunks each plan picks: sample chunks to fill the GPU over few channels (at most one
+    # per sample, none beyond what 264 programs need), position chunks for a long position axis
+    conv2 = ConvShape(320, 64, 32, 32, 64)
+    assert wgrad_chunks(conv2, cap=369) == 5  # ceil(264 / 64) programs per channel
+    assert wgrad_chunks(ConvShape(320, 512, 4, 4, 512), cap=23593) == 1
+    assert wgrad_positions_chunks(conv2, cap=369) > 1
 
 
 def test_lif_bytes_and_flops_by_hand():
@@ -161,10 +277,16 @@ def test_dense_flops_are_the_dense_conv_count(shape):
     assert counter.get_total_flops() == dense
     for work in (
         conv_fwd_work(shape, stats, torch.float32, torch.float32),
+        conv_fwd_work(shape, stats, torch.float32, torch.float32, activity=dense_activity(shape)),
         conv_dgrad_work(shape, stats, torch.float32, torch.float32),
-        conv_wgrad_work(shape, stats, torch.float32),
+        conv_wgrad_positions_work(shape, stats, torch.float32),
     ):
         assert work.flops == dense
+    # the event-driven kernel issues every kept tap of every event: at stride s about s² times
+    # the dense count (every usable input position an event), the dense count at stride 1
+    events = conv_wgrad_work(shape, stats, torch.float32)
+    assert events.flops == 2 * shape.n * usable_positions(shape) * stats.nnz
+    assert (events.flops == dense) == (shape.stride == (1, 1))
 
 
 def test_reach_with_stride_and_the_linear_layer():
@@ -233,32 +355,148 @@ def test_table_rows_are_consistent():
     for anchor in SPEC_H100_ANCHORS:
         shape = anchor_shape(anchor)
         assert shape.n == 320 and (shape.oh, shape.ow) == (anchor.hw, anchor.hw)
+        act = layer_activity(anchor, cfg)
+        assert act == synthetic_activity(shape, 0.1)  # i.i.d. at the documented rate
         for density in cfg.densities:
-            fwd, dgrad, wgrad, both = conv_rows(anchor, density, cfg)
-            assert [r.label for r in (fwd, dgrad, wgrad, both)] == [
-                "fwd",
-                "dgrad",
-                "wgrad",
-                "fwd+bwd",
-            ]
+            rows = {r.label: r for r in conv_rows(anchor, density, cfg)}
+            assert tuple(rows) == CONV_ROW_LABELS
+            work = conv_launches(anchor, density, cfg)
             nnz = round(density * shape.weights)
-            assert fwd.flops == dgrad.flops == wgrad.flops == 2 * 320 * anchor.hw**2 * nnz
-            assert both.flops == 3 * fwd.flops
-            assert both.bytes_min == fwd.bytes_min + dgrad.bytes_min + wgrad.bytes_min
-            for row in (fwd, dgrad, wgrad):
-                for compute in COMPUTE_KINDS:
-                    mem_ms = 1e3 * row.bytes_min / H100_SXM.bytes_per_s
-                    flop_ms = 1e3 * row.flops / H100_SXM.flops_per_s(compute)
-                    assert row.bounds_ms["h100", compute] == pytest.approx(max(mem_ms, flop_ms))
-            for row in (fwd, dgrad, wgrad, both):
+            dense_flops = 2 * 320 * anchor.hw**2 * nnz
+            assert rows["dgrad"].flops == rows["baseline fwd (no skip)"].flops == dense_flops
+            assert rows["baseline wgrad (positions)"].flops == dense_flops
+            assert rows["fwd"].flops == round(dense_flops * act.forward)
+            assert rows["wgrad"].flops == pytest.approx(dense_flops * act.weight_grad, abs=1)
+            assert rows["activity pass"].flops == rows["events pass"].flops == 0
+            step = ("activity pass", "fwd", "dgrad", "events pass", "wgrad")
+            base = ("baseline fwd (no skip)", "dgrad", "baseline wgrad (positions)")
+            for total, parts in (("fwd+bwd", step), ("baseline fwd+bwd", base)):
+                assert rows[total].bytes_min == sum(rows[p].bytes_min for p in parts)
+                assert rows[total].flops == sum(rows[p].flops for p in parts)
+                assert rows[total].bounds_ms["h100", "fp32_cuda"] == pytest.approx(
+                    sum(roofline_ms(work[p], H100_SXM) for p in parts)
+                )
+            # skipping reads the activity on top of the input: never fewer bytes than no skip
+            assert rows["fwd"].bytes_min >= rows["baseline fwd (no skip)"].bytes_min
+            for label in CONV_ROW_LABELS:
+                row = rows[label]
                 for compute in COMPUTE_KINDS:
                     h100, h200 = row.bounds_ms["h100", compute], row.bounds_ms["h200", compute]
                     assert h200 <= h100
                     if row.memory_bound["h100", compute] and row.memory_bound["h200", compute]:
                         assert h200 == pytest.approx(h100 * 3.35 / 4.8)
-    # at 99 % sparsity every sparse launch is memory-bound on the H100
+                    if label in work:
+                        mem_ms = 1e3 * row.bytes_min / H100_SXM.bytes_per_s
+                        flop_ms = 1e3 * row.flops / H100_SXM.flops_per_s(compute)
+                        assert row.bounds_ms["h100", compute] == pytest.approx(max(mem_ms, flop_ms))
+    # at 99 % sparsity every sparse launch of conv2 and conv4 is memory-bound on the H100
     for anchor in SPEC_H100_ANCHORS[:2]:
         assert all(r.memory_bound["h100", "fp32_cuda"] for r in conv_rows(anchor, 0.01, cfg))
+
+
+def test_event_driven_weight_gradient_does_less_work_at_low_rates():
+    """At 99 % sparsity and a 2 % spike rate the event-driven kernel does 50× fewer FLOPs than the
+    position-driven baseline, and with its pass moves fewer bytes down to 4×4 maps; on 2×2 maps
+    the pass's activity write (N·C int32, 4 bytes per 4 int8 inputs) outweighs the saving."""
+    cfg = TableConfig()
+    for anchor in SPEC_H100_ANCHORS:
+        act = synthetic_activity(anchor_shape(anchor), 0.02)
+        work = conv_launches(anchor, 0.01, cfg, act)
+        base = work["baseline wgrad (positions)"]
+        assert work["wgrad"].flops == pytest.approx(0.02 * base.flops, rel=1e-6)
+        events = work["events pass"].bytes_min + work["wgrad"].bytes_min
+        assert (events < base.bytes_min) == (anchor.hw >= 4)
+
+
+def test_measured_structure_overrides_the_documented_rate():
+    sparse = WorkFactors(rate=0.03, forward=0.4, weight_grad=0.03)
+    cfg = TableConfig(activity={"conv9": sparse}, activity_source="test")
+    conv9 = next(a for a in SPEC_H100_ANCHORS if a.layer == "conv9")
+    assert layer_activity(conv9, cfg) == sparse
+    assert layer_activity(SPEC_H100_ANCHORS[0], cfg) == synthetic_activity(
+        anchor_shape(SPEC_H100_ANCHORS[0]), 0.1
+    )
+    rows = {r.label: r for r in conv_rows(conv9, 0.01, cfg)}
+    assert rows["fwd"].flops == round(0.4 * rows["baseline fwd (no skip)"].flops)
+    text = render_markdown(cfg)
+    assert "work factors given for conv9 (test)" in text
+    assert "Spikes (given): rate 0.0300, f_fwd = 0.400, f_wg = 0.030." in text
+
+
+@pytest.mark.parametrize(
+    ("silent", "dead"), [(None, 0.0), (0.5, 0.0), (0.6, 0.25), (0.0, 0.0), (1.0, 0.0)]
+)
+def test_synthetic_spikes_have_the_modelled_structure(silent, dead):
+    shape = ConvShape(n=64, cin=16, h=4, w=4, cout=32)
+    gen = torch.Generator().manual_seed(1)
+    x = synthetic_spikes((64, 16, 4, 4), 0.1, silent, dead, generator=gen)
+    assert set(x.unique().tolist()) <= {0.0, 1.0}
+    got = work_factors(x, (3, 3), (1, 1), (1, 1), (1, 1), shape.cout)
+    want = synthetic_activity(shape, 0.1, silent, dead)
+    active = map_activity(x)
+    if silent is not None:  # exact counts of silent maps and of channels silent in every sample
+        assert int((~active).sum()) == round(silent * 64 * 16)
+        assert int((~active.any(0)).sum()) >= round(dead * 16)
+    if silent == 1.0:
+        assert got.rate == want.rate == 0 and got.forward == want.forward == 0
+        return
+    assert got.rate == pytest.approx(want.rate, rel=0.1)
+    assert got.weight_grad == pytest.approx(want.weight_grad, rel=0.1)
+    assert got.forward == pytest.approx(want.forward, abs=0.05)
+
+
+def test_synthetic_rate_is_at_least_one_spike_per_live_map():
+    shape = ConvShape(n=8, cin=4, h=8, w=8, cout=4)
+    act = synthetic_activity(shape, 0.001, silent_maps=0.5)
+    assert act.rate == pytest.approx(16 / (8 * 4 * 64))  # 16 live maps, one spike each
+    x = synthetic_spikes((8, 4, 8, 8), 0.001, 0.5)
+    assert int(x.sum()) == 16
+
+
+def _vgg16_structure_file(tmp_path: Path) -> Path:
+    """A spike-structure result file as bench.spike_structure writes it, from a real (tiny
+    batch) VGG-16 forward on the torch backend."""
+    import ndsnn_triton
+    from ndsnn_triton.models import build_model
+    from ndsnn_triton.profiler.spike_structure import spike_structure
+
+    model = build_model("vgg16", num_classes=10, T=2, in_channels=1, image_size=32)
+    images = torch.randn(1, 1, 32, 32)
+    with ndsnn_triton.use_backend("torch"):
+        layers = spike_structure(model, [images], train=False)
+    row = {"case": "vgg16", "model": "vgg16", "structure": {"trained": {"train": layers}}}
+    path = tmp_path / "spike_structure.json"
+    path.write_text(json.dumps({"environment": {}, "results": [row]}))
+    return path
+
+
+def test_measured_vgg16_structure_loads_by_conv(tmp_path):
+    path = _vgg16_structure_file(tmp_path)
+    spikes = load_vgg16_spikes(path)
+    assert list(spikes) == [f"conv{k}" for k in range(1, 14)]
+    assert spikes["conv2"].name == "features.1" and spikes["conv2"].input_shape == (64, 32, 32)
+    assert spikes["conv9"].input_shape == (512, 4, 4) and spikes["conv12"].input_shape == (
+        512,
+        2,
+        2,
+    )
+    for layer in spikes.values():
+        assert 0 <= layer.rate <= 1 and 0 <= layer.silent_maps <= 1
+        assert layer.work.rate == layer.rate
+    doc = json.loads(path.read_text())
+    doc["results"][0]["structure"]["trained"]["train"].pop(3)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="not VGG-16"):
+        load_vgg16_spikes(path)
+
+
+def test_docs_roofline_is_the_generated_table():
+    """docs/roofline.md is ``ndsnn roofline --out docs/roofline.md`` (default options) of this
+    checkout: regenerate it when the kernels' plans or the work model change."""
+    committed = (ROOT / "docs" / "roofline.md").read_text()
+    assert committed == render_markdown(TableConfig()), (
+        "docs/roofline.md is stale: run `ndsnn roofline --out docs/roofline.md`"
+    )
 
 
 def test_lif_rows_cover_the_vgg16_sizes():
