@@ -20,9 +20,11 @@ densities 1, 0.1, 0.05, 0.01 and rates 0.05, 0.1, 0.2), warm-up 10 ms, rep 50 ms
 Spike-skipping grid (``test_spike_skipping``, also under ``NDSNN_BENCH_FULL=1``): the 8 VGG-16
 layers at densities 0.1 and 0.01 on synthetic spikes with a measured structure — per layer input
 the spike rate, the silent (sample, channel) maps and the channels silent in every sample of
-``bench/results/spike_structure.json`` (trained VGG-16, train mode; 16 cases) — or, while that
-file is absent, i.i.d. spikes at the documented rates 0.02 and 0.1 (32 cases); see
-:func:`skip_cases`. → ``spike_skipping-<device>.json``.
+``bench/results/spike_structure.json`` (trained VGG-16, train mode) — or, while that file is
+absent, i.i.d. spikes at the documented rates 0.02 and 0.1; and on every layer a sweep of
+silent-map fractions (:data:`SILENT_SWEEP`: half the maps silent at overall rate 0.05, 90 % at
+0.01): 48 cases with the file, 64 without; see :func:`skip_cases`.
+→ ``spike_skipping-<device>.json``.
 """
 
 from __future__ import annotations
@@ -122,6 +124,9 @@ SKIP_DENSITIES = (0.1, 0.01)
 #: i.i.d. spike rates of the spike-skipping grid while no measured structure is recorded: a
 #: sparse (2 %) and a busy (10 %) layer input, no silent-map structure beyond chance
 DOCUMENTED_RATES = (0.02, 0.1)
+#: a sweep of silent-map fractions on every layer, whatever was measured: (overall rate, silent
+#: (sample, channel) maps) — how the forward's skipping pays as whole maps fall silent
+SILENT_SWEEP = ((0.05, 0.5), (0.01, 0.9))
 
 
 @dataclass(frozen=True)
@@ -158,8 +163,13 @@ def spike_specs(layer_name: str, measured: dict[str, LayerSpikes] | None = None)
     when the structure file has it, else i.i.d. spikes at each documented rate."""
     measured = MEASURED if measured is None else measured
     spikes = measured.get(layer_name.removeprefix("vgg."))
+    sweep = [
+        SpikeSpec(f"s{silent:g}", rate, silent, 0.0, "synthetic: silent-map sweep")
+        for rate, silent in SILENT_SWEEP
+    ]
     if spikes is not None:
         return [
+            *sweep,
             SpikeSpec(
                 "measured",
                 spikes.rate,
@@ -167,9 +177,9 @@ def spike_specs(layer_name: str, measured: dict[str, LayerSpikes] | None = None)
                 spikes.dead_channels,
                 f"{STRUCTURE_FILE.name}: vgg16 trained, train mode, {spikes.name}",
                 {"forward": spikes.work.forward, "weight_grad": spikes.work.weight_grad},
-            )
+            ),
         ]
-    return [
+    return sweep + [
         SpikeSpec(f"r{rate:g}", rate, None, 0.0, "documented rate, i.i.d. spikes")
         for rate in DOCUMENTED_RATES
     ]
@@ -604,7 +614,10 @@ def test_lif(benchmark, shape):
 def test_spike_skipping_grid_and_row_fields():
     """Runs everywhere (CPU, Triton interpreter): the spike-skipping grid follows the structure
     file, and a small case's inputs, baseline check, structure and roofline fields are sound."""
-    assert len(SKIP_CASES) == len(SKIP_LAYERS) * len(SKIP_DENSITIES) * (1 if MEASURED else 2)
+    sweep = len(SILENT_SWEEP)
+    assert len(SKIP_CASES) == len(SKIP_LAYERS) * len(SKIP_DENSITIES) * (
+        sweep + (1 if MEASURED else 2)
+    )
     measured = {
         "conv9": LayerSpikes(
             "features.25", (512, 4, 4), 0.03, 0.6, 0.2, WorkFactors(0.03, 0.5, 0.03)
@@ -613,8 +626,10 @@ def test_spike_skipping_grid_and_row_fields():
     cases = skip_cases(measured)
     ids = [skip_case_id(*case) for case in cases]
     assert "vgg.conv9-d0.01-measured" in ids and "vgg.conv2-d0.01-r0.02" in ids
-    assert len(ids) == len(set(ids)) == len(SKIP_LAYERS) * len(SKIP_DENSITIES) * 2 - 2
-    spec = spike_specs("vgg.conv9", measured)[0]
+    assert "vgg.conv9-d0.01-s0.9" in ids
+    per_layer = len(SKIP_DENSITIES) * (sweep + 2)
+    assert len(ids) == len(set(ids)) == len(SKIP_LAYERS) * per_layer - len(SKIP_DENSITIES)
+    spec = spike_specs("vgg.conv9", measured)[-1]
     assert (spec.rate, spec.silent_maps, spec.dead_channels) == (0.03, 0.6, 0.2)
     layer = ("vgg.tiny", 4, 6, 3, 1, 1, 4)
     c = _skip_inputs(layer, 0.5, spec, n=8, device="cpu")
