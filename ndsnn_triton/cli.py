@@ -504,6 +504,21 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
         help="measured step times (bench/results/step_times-*.json): add GPU seconds per run and "
         "the wall-clock NDSNN/LTH ratio",
     )
+    p.add_argument(
+        "--spike-structure",
+        default=None,
+        metavar="FILE",
+        help="spike structure of the kernel convention: a spike-structure JSON file holding every "
+        "reported model, or 'iid' for the i.i.d. spike model at --spike-rate (default: the "
+        "recorded bench/results/spike_structure.json for vgg16/resnet19 when it exists, else iid)",
+    )
+    p.add_argument(
+        "--spike-structure-state",
+        default="trained/train",
+        metavar="STATE/MODE",
+        help="which measurement of --spike-structure to use (default trained/train; also "
+        "init/train, trained/eval, init/eval)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_report)
 
@@ -574,6 +589,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
                 args.energy,
                 args.spike_rates_from,
                 args.step_times,
+                args.spike_structure,
+                args.spike_structure_state,
             )
         else:
             report = _report_user_model(args, assumptions)
@@ -594,6 +611,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
             verdict_lines(report["verdict"], list(report["layers"]), report["paper"]["ratios"])
         )
     )
+    from ndsnn_triton.profiler.report import kernel_summary_lines
+
+    print()
+    print("\n".join(kernel_summary_lines(report["kernel_work"])))
     if "measured" in report:
         from ndsnn_triton.profiler.report import measured_lines
 
@@ -625,6 +646,8 @@ def _report_user_model(args: argparse.Namespace, assumptions) -> dict:
         rates_source=args.spike_rates_from,
         step_times=args.step_times,
         source={"factory": spec, "kwargs": kwargs},
+        spike_structure=args.spike_structure,
+        structure_state=args.spike_structure_state,
     )
 
 

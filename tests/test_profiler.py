@@ -250,7 +250,7 @@ def test_report_command_writes_tables_and_plots(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     rows = report["claim_check"]
     assert (
-        len(rows) == 2 * 3 * 2 * 3 * 2
+        len(rows) == 2 * 3 * 3 * 3 * 2
     )  # models x protocols x conventions x distributions x sparsities
     assert {
         "model",
@@ -387,7 +387,7 @@ def test_recorded_report_is_current_and_readme_quotes_it(tmp_path):
     root = Path(__file__).resolve().parents[1]
     recorded = json.loads((root / "docs" / "report" / "report.json").read_text())
     fresh = build_report(tmp_path, energy=True)
-    assert len(fresh["claim_check"]) == len(recorded["claim_check"]) == 144
+    assert len(fresh["claim_check"]) == len(recorded["claim_check"]) == 216
     for a, b in zip(fresh["claim_check"], recorded["claim_check"], strict=True):
         assert (a["model"], a["protocol"], a["convention"], a["distribution"], a["sparsity"]) == (
             b["model"],

@@ -1,26 +1,44 @@
 """Analytic training cost: FLOPs of one step per layer and term, integrated over a run.
 
-Per weight layer l, with dense MACs per sample per timestep ``M_l``, timesteps ``τ_l``, weight
-density ``d_l``, input spike rate ``r_l`` (1 for analog input) and batch ``B``, one training step
-costs (2 FLOPs per MAC; SPEC §6):
+Per weight layer l, with dense MACs per sample per timestep ``M_l`` (``OC·C·KH·KW·OH·OW``),
+timesteps ``τ_l``, weight density ``d_l``, input spike rate ``r_l`` (1 for analog input) and batch
+``B``, one training step costs (2 FLOPs per MAC; SPEC §6):
 
-=================  =====================================  ==================================
-term               ``snn`` (spike-aware)                  ``rigl`` (Evci et al. 2020)
-=================  =====================================  ==================================
-forward            ``2·B·τ·M·d·r``                        ``f = 2·B·τ·M·d``
-input gradient     ``2·B·τ·M·d`` (0 if the layer's input  ``f``
-                   needs no gradient: the first layer)
-weight gradient    ``2·B·τ·M·d·r``;                       ``f``; dense-gradient steps
-                   dense-gradient steps ``2·B·τ·M·r``     ``f_D = 2·B·τ·M``
-=================  =====================================  ==================================
+=================  ==========================  ======================  ==========================
+term               ``snn`` (spike-aware,       ``rigl`` (Evci et al.   ``kernel`` (what the sparse
+                   ideal)                      2020, dense-equivalent) Triton kernels execute)
+=================  ==========================  ======================  ==========================
+forward            ``2·B·τ·M·d·r``             ``f = 2·B·τ·M·d``       ``2·B·τ·M·d·φ_fwd``
+input gradient     ``2·B·τ·M·d`` (0 if the     ``f``                   ``2·B·τ·M·d·H·W/(OH·OW)``
+                   layer's input needs no                              (0 as in ``snn``)
+                   gradient: the first layer)
+weight gradient    ``2·B·τ·M·d·r``;            ``f``; dense-gradient   ``2·B·τ·M·d·φ_wg``;
+                   dense-gradient steps        steps ``f_D = 2·B·τ·M`` dense-gradient steps
+                   ``2·B·τ·M·r``                                       ``2·B·τ·M`` (cuDNN, dense)
+=================  ==========================  ======================  ==========================
 
 The ``rigl`` convention gives RigL's published formulas: dense ``3 f_D``, static/SET ``3 f_S``,
 RigL ``(3 f_S ΔT + 2 f_S + f_D)/(ΔT + 1)`` per step. Elementwise work (BN, LIF, pooling) is a
 separate line in element-operations — forward one per element, backward two — never added to the
 FLOPs above.
 
+The ``kernel`` convention counts the multiply-accumulates of the library's sparse kernels by the
+rule of :mod:`ndsnn_triton.kernels.work`, for a mask of density ``d`` spread evenly over input
+channels. Its per-layer factors (:class:`KernelWork`, dimensionless, per dense output position)
+are the measured spike structure of the layer input — ``φ_fwd`` = forward lanes run
+(``Σ_c A_c / (C·N·OH·OW)``, ``r ≤ φ_fwd ≤ 1``: a (sample-block, channel) pair is skipped only if
+all its input maps are silent) and ``φ_wg`` = weight-gradient events (``Σ_c E_c / (C·N·OH·OW)``,
+≈ ``r`` at stride 1, ≈ ``s²·r`` at stride ``s``) — plus the geometric input-gradient factor
+``H·W/(OH·OW)``. They come from a measurement or from the i.i.d. spike model of
+:mod:`ndsnn_triton.profiler.kernel_work`; pass them as ``kernel=`` or attach them to the table
+(:func:`with_kernel_work`). ``snn`` is the ideal lower bound, ``rigl`` the dense equivalent and
+``kernel`` the work really done. Layers with analog input (the image stem) are priced dense
+(``2·B·τ·M`` per term, whatever ``d``): the default backend runs them on cuDNN, as it does
+dense-gradient steps.
+
 Energy (optional): ``4.6 pJ`` per MAC and ``0.9 pJ`` per accumulate (45 nm fp32, Horowitz 2014);
-under ``snn``, the forward and weight-gradient work of spike-input layers is accumulates.
+under ``snn`` and ``kernel``, the forward and weight-gradient work of spike-input layers is
+accumulates.
 """
 
 from __future__ import annotations
@@ -33,7 +51,7 @@ import numpy as np
 from ndsnn_triton.profiler.layers import LayerTable
 from ndsnn_triton.sparse.schedules import Schedule
 
-CONVENTIONS: tuple[str, ...] = ("snn", "rigl")
+CONVENTIONS: tuple[str, ...] = ("snn", "rigl", "kernel")
 PJ_PER_MAC = 4.6
 PJ_PER_AC = 0.9
 
@@ -42,6 +60,79 @@ def check_convention(convention: str) -> str:
     if convention not in CONVENTIONS:
         raise ValueError(f"unknown cost convention {convention!r}; expected one of {CONVENTIONS}")
     return convention
+
+
+@dataclass(frozen=True)
+class KernelWork:
+    """Per-layer factors of the ``kernel`` convention, in ``LayerTable`` order (dimensionless).
+
+    ``forward`` and ``weight_grad`` are ``[L]`` (or ``[S, L]``, one row per schedule segment):
+    forward lanes run and weight-gradient events per dense output position ``C·N·OH·OW`` of the
+    layer input (:class:`ndsnn_triton.kernels.work.WorkFactors`); ``input_grad`` is ``[L]``:
+    input positions per output position, ``H·W/(OH·OW)`` (1 for a linear layer or a stride-1
+    "same" convolution). ``rate`` is the non-zero fraction of the input the factors were measured
+    (or modelled) on, for the kernel/snn ratio of the same spikes. ``source`` says where they come
+    from (a file and state, or the i.i.d. model and its rate), for reports.
+    """
+
+    forward: np.ndarray
+    weight_grad: np.ndarray
+    input_grad: np.ndarray
+    rate: np.ndarray
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("forward", "weight_grad", "input_grad", "rate"):
+            value = np.asarray(getattr(self, name), dtype=float)
+            if not np.isfinite(value).all() or (value < 0).any():
+                raise ValueError(f"kernel work factors: {name} must be finite and >= 0")
+            object.__setattr__(self, name, value)
+        if self.input_grad.ndim != 1:
+            raise ValueError("kernel work factors: input_grad must be one value per layer")
+        layers = self.input_grad.shape[0]
+        for name in ("forward", "weight_grad", "rate"):
+            if getattr(self, name).shape[-1:] != (layers,):
+                raise ValueError(
+                    f"kernel work factors: {name} has shape {getattr(self, name).shape}, "
+                    f"expected [{layers}] or [S, {layers}]"
+                )
+
+
+@dataclass
+class WorkLayerTable(LayerTable):
+    """A :class:`LayerTable` carrying its ``kernel`` convention factors, so that every function
+    pricing the table (claim checks, method costs) can use the ``kernel`` convention without
+    passing them along."""
+
+    kernel: KernelWork | None = None
+
+
+def with_kernel_work(table: LayerTable, kernel: KernelWork) -> WorkLayerTable:
+    """``table`` (same layers, not copied) with ``kernel`` attached."""
+    if kernel.input_grad.shape != (len(table.layers),):
+        raise ValueError(
+            f"kernel work factors cover {kernel.input_grad.shape[0]} layers, the table "
+            f"{len(table.layers)}"
+        )
+    return WorkLayerTable(table.layers, table.elementwise, table.batch, kernel)
+
+
+def kernel_work_of(table: LayerTable, kernel: KernelWork | None = None) -> KernelWork:
+    """``kernel``, else the factors attached to ``table``; a clear error if there are none."""
+    found = kernel if kernel is not None else getattr(table, "kernel", None)
+    if found is None:
+        raise ValueError(
+            "cost convention 'kernel' needs each layer's measured work factors (forward lanes "
+            "and weight-gradient events of its input): pass kernel=KernelWork(...) or a table "
+            "from with_kernel_work(); ndsnn_triton.profiler.kernel_work builds them from a "
+            "spike-structure file or from the i.i.d. spike model at an assumed rate"
+        )
+    if found.input_grad.shape != (len(table.layers),):
+        raise ValueError(
+            f"kernel work factors cover {found.input_grad.shape[0]} layers, the table "
+            f"{len(table.layers)}"
+        )
+    return found
 
 
 def check_batch(batch: int) -> int:
@@ -126,10 +217,13 @@ def step_terms(
     batch: int,
     convention: str,
     dense_grad: np.ndarray | bool,
+    kernel: KernelWork | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-term FLOPs for a batch of steps: ``densities``/``rates`` are ``[S, L]`` (or ``[L]``).
 
-    Returns forward, input-gradient and weight-gradient FLOPs, each ``[S, L]`` (or ``[L]``).
+    ``kernel``: the ``kernel`` convention's factors (default: those attached to ``table``; its
+    ``[S, L]`` rows, if any, go with the steps). Returns forward, input-gradient and
+    weight-gradient FLOPs, each ``[S, L]`` (or ``[L]``).
     """
     check_convention(convention)
     base, needs_input = _coefficients(table, check_batch(batch))
@@ -143,6 +237,13 @@ def step_terms(
         forward = base * d * r
         input_grad = base * d * needs_input
         weight_grad = base * w_density * r
+    elif convention == "kernel":
+        k = kernel_work_of(table, kernel)
+        # analog-input layers (the image stem) run cuDNN's dense path under the default backend
+        analog = np.array([not layer.spike_input for layer in table.layers])
+        forward = np.where(analog, base, base * d * k.forward)
+        input_grad = np.where(analog, base, base * d * k.input_grad) * needs_input
+        weight_grad = np.where(dg | analog, base, base * d * k.weight_grad)
     else:
         forward = base * d
         input_grad = base * d
@@ -157,8 +258,10 @@ def step_cost(
     batch: int = 1,
     convention: str = "snn",
     dense_grad: bool = False,
+    kernel: KernelWork | None = None,
 ) -> StepCost:
-    """FLOPs of one training step (see the module docstring for the formulas)."""
+    """FLOPs of one training step (see the module docstring for the formulas); ``kernel``: the
+    ``kernel`` convention's factors (default: those attached to ``table``)."""
     f, i, w = step_terms(
         table,
         density_vector(table, densities),
@@ -166,6 +269,7 @@ def step_cost(
         batch,
         convention,
         dense_grad,
+        kernel,
     )
     return StepCost(f, i, w, elementwise_ops(table, batch))
 
@@ -203,7 +307,7 @@ def _energy(
     convention: str,
 ) -> float:
     spike = np.array([layer.spike_input for layer in table.layers])
-    if convention != "snn":
+    if convention not in ("snn", "kernel"):
         spike = np.zeros_like(spike)
     macs = (np.where(spike, 0.0, forward + weight_grad) + input_grad).sum() / 2
     acs = np.where(spike, forward + weight_grad, 0.0).sum() / 2
@@ -219,11 +323,13 @@ def integrate(
     batch: int,
     convention: str,
     method: str = "",
+    kernel: KernelWork | None = None,
 ) -> RunCost:
     """Cost of runs of identical steps: ``steps [S]``, ``densities [S, L]``, ``dense_grad [S]``,
-    ``rates [L]`` or ``[S, L]``. Linear in each, so a segment costs ``steps ×`` one step."""
+    ``rates [L]`` or ``[S, L]``, ``kernel`` factors (``kernel`` convention; default: the table's)
+    ``[L]`` or ``[S, L]``. Linear in each, so a segment costs ``steps ×`` one step."""
     steps = np.asarray(steps, dtype=float)
-    f, i, w = step_terms(table, densities, rates, batch, convention, dense_grad)
+    f, i, w = step_terms(table, densities, rates, batch, convention, dense_grad, kernel)
     weight = steps[:, None]
     per_segment = (f + i + w).sum(axis=1) * steps
     forward, input_grad, weight_grad = (f * weight).sum(0), (i * weight).sum(0), (w * weight).sum(0)
@@ -270,19 +376,41 @@ def run_cost(
     rates: float | Mapping[str, float] = 1.0,
     batch: int = 128,
     convention: str = "snn",
+    kernel: KernelWork | None = None,
 ) -> RunCost:
-    """Integrate the step cost over a method's schedule."""
+    """Integrate the step cost over a method's schedule (``kernel``: the ``kernel``
+    convention's ``[L]`` factors; default: those attached to ``table``)."""
     steps, d, flags = schedule_arrays(table, schedule)
     return integrate(
-        table, steps, d, flags, rate_vector(table, rates), batch, convention, schedule.method
+        table,
+        steps,
+        d,
+        flags,
+        rate_vector(table, rates),
+        batch,
+        convention,
+        schedule.method,
+        kernel,
     )
 
 
 def dense_run_cost(
-    table: LayerTable, steps: int, rates: float | Mapping[str, float], batch: int, convention: str
+    table: LayerTable,
+    steps: int,
+    rates: float | Mapping[str, float],
+    batch: int,
+    convention: str,
+    kernel: KernelWork | None = None,
 ) -> float:
     """FLOPs of a dense run of ``steps`` iterations (the unit of "× dense")."""
     d = np.ones((1, len(table.layers)))
     return integrate(
-        table, np.array([steps]), d, np.array([False]), rate_vector(table, rates), batch, convention
+        table,
+        np.array([steps]),
+        d,
+        np.array([False]),
+        rate_vector(table, rates),
+        batch,
+        convention,
+        kernel=kernel,
     ).total

@@ -1,8 +1,11 @@
-"""Measured per-layer statistics of a model: weight density and input spike rate.
+"""Measured per-layer statistics of a model: weight density, input spike rate and work factors.
 
 The spike rate of a layer is the fraction of non-zero entries of its input (binary spikes, or
-analog values for the image stem). Forward-pre hooks accumulate counts on the input's device
-without host synchronisation, so the monitor is cheap enough to leave on during training.
+analog values for the image stem). The work factors are the ``kernel`` cost convention's measure
+of the same input (:class:`ndsnn_triton.kernels.work.WorkFactors`): forward lanes the sparse
+forward kernel runs and weight-gradient events, per dense output position ``C·N·OH·OW``.
+Forward-pre hooks accumulate counts on the input's device without host synchronisation, so the
+monitor is cheap enough to leave on during training.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ndsnn_triton.kernels import work
 from ndsnn_triton.nn.layers import MaskedLayer, SpikeConv2d, masked_layers
 
 
@@ -28,25 +32,91 @@ class LayerStats:
     inputs_seen: int  # input elements counted
 
 
+@dataclass(frozen=True)
+class _ConvGeometry:
+    """What the work counters need of a layer: its kernel geometry (a linear layer: 1×1)."""
+
+    out_channels: int
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    conv: bool
+
+
+def _geometry(layer: MaskedLayer) -> _ConvGeometry:
+    if isinstance(layer, SpikeConv2d):
+        return _ConvGeometry(
+            layer.out_channels,
+            tuple(layer.kernel_size),
+            tuple(layer.stride),
+            tuple(int(p) for p in layer._padding_ints),
+            tuple(layer.dilation),
+            True,
+        )
+    return _ConvGeometry(layer.weight.shape[0], (1, 1), (1, 1), (0, 0), (1, 1), False)
+
+
 class SpikeRateMonitor:
-    """Context manager that records each masked layer's input non-zero rate.
+    """Context manager that records each masked layer's input non-zero rate and, with
+    ``work=True`` (the default), its ``kernel``-convention work factors.
 
     >>> with SpikeRateMonitor(model) as monitor:
     ...     model(images)
     >>> monitor.rates()  # {layer name: rate}
+    >>> monitor.work_factors()  # {layer name: WorkFactors(rate, forward, weight_grad)}
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, work: bool = True) -> None:
         self._layers: list[tuple[str, MaskedLayer]] = masked_layers(model)
-        self._nonzero: dict[str, Tensor] = {}
+        self._work = bool(work)
+        self._geometry = {name: _geometry(layer) for name, layer in self._layers}
+        # int64 [3] per layer on the input's device: non-zero inputs, forward lanes, events
+        self._counts: dict[str, Tensor] = {}
         self._total: dict[str, int] = {}
+        self._dense: dict[str, int] = {}  # Σ C·N·OH·OW
+        self._usable: dict[tuple, Tensor] = {}  # usable-position masks, by shape and device
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _usable_mask(self, name: str, h: int, w: int, oh: int, ow: int, device) -> Tensor:
+        """Bool ``[H, W]`` of the positions the weight-gradient kernel turns into events, made
+        once per layer, shape and device (a host-to-device copy would synchronise)."""
+        key = (name, h, w, str(device))
+        if key not in self._usable:
+            g = self._geometry[name]
+            rows = work.usable_rows(
+                h, oh, g.kernel_size[0], g.stride[0], g.padding[0], g.dilation[0]
+            )
+            cols = work.usable_rows(
+                w, ow, g.kernel_size[1], g.stride[1], g.padding[1], g.dilation[1]
+            )
+            self._usable[key] = (rows[:, None] & cols[None, :]).to(device)
+        return self._usable[key]
+
+    def _work_counts(self, name: str, x: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
+        """Non-zero inputs, forward lanes ``Σ_c A_c``, events ``Σ_c E_c`` (int64 scalars on the
+        input's device) and the dense work ``C·N·OH·OW`` of one input."""
+        g = self._geometry[name]
+        x4 = x.flatten(0, -4) if g.conv else x.reshape(-1, x.shape[-1], 1, 1)
+        n, c, h, w = x4.shape
+        oh, ow = work.out_hw(h, w, *g.kernel_size, g.stride, g.padding, g.dilation)
+        nonzero = x4 != 0
+        block = work.forward_block(n * oh * ow, g.out_channels)
+        lanes = work.active_lanes(work.map_activity(nonzero), oh * ow, block).sum()
+        usable = self._usable_mask(name, h, w, oh, ow, x4.device)
+        events = (nonzero & usable).sum(dtype=torch.int64)
+        return nonzero.sum(dtype=torch.int64), lanes, events, c * n * oh * ow
 
     def _hook(self, name: str):
         def record(_module: nn.Module, args: tuple) -> None:
             x = args[0].detach()
-            count = torch.count_nonzero(x)
-            self._nonzero[name] = self._nonzero[name] + count if name in self._nonzero else count
+            if self._work:
+                count, lanes, events, dense = self._work_counts(name, x)
+                counts = torch.stack([count, lanes, events])
+                self._dense[name] = self._dense.get(name, 0) + dense
+            else:
+                counts = torch.count_nonzero(x).reshape(1)
+            self._counts[name] = self._counts[name] + counts if name in self._counts else counts
             self._total[name] = self._total.get(name, 0) + x.numel()
 
         return record
@@ -67,16 +137,38 @@ class SpikeRateMonitor:
 
     def reset(self) -> None:
         """Forget the counts collected so far."""
-        self._nonzero.clear()
+        self._counts.clear()
         self._total.clear()
+        self._dense.clear()
+
+    def _read(self) -> dict[str, list[int]]:
+        """Every seen layer's counters, on the host (one sync for all layers)."""
+        names = [n for n, _ in self._layers if n in self._counts]
+        if not names:
+            return {}
+        values = torch.stack([self._counts[n].cpu() for n in names]).tolist()
+        return dict(zip(names, values, strict=True))
 
     def rates(self) -> dict[str, float]:
         """Input non-zero rate per layer name (one host sync for all layers)."""
-        names = [n for n, _ in self._layers if n in self._nonzero]
-        if not names:
+        return {n: c[0] / self._total[n] for n, c in self._read().items()}
+
+    def work_factors(self) -> dict[str, work.WorkFactors]:
+        """:class:`~ndsnn_triton.kernels.work.WorkFactors` of each layer's inputs since the last
+        reset (sums over forwards, one host sync for all layers): ``rate`` = non-zero fraction,
+        ``forward`` = Σ forward lanes / Σ ``C·N·OH·OW``, ``weight_grad`` = Σ events / the same.
+        Empty if the monitor was made with ``work=False``."""
+        if not self._work:
             return {}
-        counts = torch.stack([self._nonzero[n].cpu() for n in names]).tolist()
-        return {n: c / self._total[n] for n, c in zip(names, counts, strict=True)}
+        nan = float("nan")
+        return {
+            n: work.WorkFactors(
+                rate=c[0] / self._total[n] if self._total[n] else nan,
+                forward=c[1] / self._dense[n] if self._dense[n] else nan,
+                weight_grad=c[2] / self._dense[n] if self._dense[n] else nan,
+            )
+            for n, c in self._read().items()
+        }
 
     def stats(self) -> list[LayerStats]:
         """:class:`LayerStats` of every masked layer, in model order."""

@@ -1,8 +1,12 @@
 """``ndsnn report``: the analytic training-cost comparison, the claim check, tables and plots.
 
 Writes to the output folder: ``report.md``, ``report.json`` (assumptions, every claim-check row,
-the verdict, per-method costs), ``claim_check.csv``, ``method_costs.csv``, and the plots with the
-data behind each (``*.png`` + ``*.json``). Given a step-times file measured on a GPU (see
+the verdict, per-method costs, the ``kernel`` convention's per-layer factors and kernel/snn
+ratios), ``claim_check.csv``, ``method_costs.csv``, ``kernel_work.csv``, and the plots with the
+data behind each (``*.png`` + ``*.json``). The three cost conventions (``snn``, ``rigl``,
+``kernel``) are in every table; the ``kernel`` convention's spike structure is the recorded
+measurement (``bench/results/spike_structure.json``) for VGG-16 and ResNet-19 when it exists, else
+the i.i.d. spike model at the assumed rate (:mod:`ndsnn_triton.profiler.kernel_work`). Given a step-times file measured on a GPU (see
 :mod:`ndsnn_triton.profiler.measured`), it adds the wall-clock NDSNN/LTH ratio next to the FLOP
 ratio (``measured_claim.csv``), each method's GPU seconds (``measured_costs.csv``) and
 ``cost_flops_vs_seconds.png``.
@@ -21,6 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ndsnn_triton._version import __version__
@@ -39,7 +44,29 @@ from ndsnn_triton.profiler.claim import (
     schedule_of,
     setup_model,
 )
-from ndsnn_triton.profiler.cost import CONVENTIONS, RunCost, step_cost
+from ndsnn_triton.profiler.cost import (
+    CONVENTIONS,
+    KernelWork,
+    RunCost,
+    kernel_work_of,
+    rate_vector,
+    step_cost,
+    step_terms,
+    with_kernel_work,
+)
+from ndsnn_triton.profiler.kernel_work import (
+    DEFAULT_STATE,
+    DEFAULT_STRUCTURE_FILE,
+    IID,
+    RECORDED_MODELS,
+    MeasuredStructure,
+    iid_work,
+    load_structure,
+    measured_work,
+    parse_state,
+    read_structure_file,
+    trace_geometry,
+)
 from ndsnn_triton.profiler.measured import (
     interpolation_note,
     measured_claim,
@@ -50,6 +77,7 @@ from ndsnn_triton.profiler.measured import (
 from ndsnn_triton.profiler.user_model import (
     BUILTIN_ONLY_FIELDS,
     DEFAULT_INPUT_SHAPE,
+    example_shape,
     parse_input_shape,
     setup_user_model,
     user_assumptions,
@@ -189,12 +217,18 @@ def build_report(
     energy: bool = False,
     rates_source: str | None = None,
     step_times: str | Path | None = None,
+    spike_structure: str | Path | None = None,
+    structure_state: str = DEFAULT_STATE,
 ) -> dict[str, Any]:
     """Run the whole analytic comparison and write the report folder; returns ``report.json``'s content.
 
     ``models``: built-in model names, or set-up models (:func:`report_model` makes one of any
     model). ``step_times``: a measured step-times JSON file; adds the measured GPU-time section.
-    Nothing is written if a model or an argument is bad.
+    ``spike_structure``: the ``kernel`` convention's spike-structure file (every model must be in
+    it), ``"iid"`` for the i.i.d. spike model at the assumed rate, or None (default): the recorded
+    file for VGG-16 / ResNet-19 when it exists, else the i.i.d. model; ``structure_state``: the
+    file's ``STATE/MODE`` (default ``trained/train``). Nothing is written if a model or an
+    argument is bad.
     """
     start = time.perf_counter()
     a = assumptions or Assumptions()
@@ -203,9 +237,14 @@ def build_report(
     for s in sparsities:
         check_density(1.0 - s, f"1 - sparsity ({s})")
     sparsities = sorted(sparsities)
+    parse_state(structure_state)
     step_doc = read_step_times_file(step_times) if step_times is not None else None
     times = parse_step_times(step_doc, str(step_times)) if step_doc is not None else None
     setups = [m if isinstance(m, ModelSetup) else setup_model(m, a) for m in models]
+    kernel_info = {}
+    for i, setup in enumerate(setups):
+        work, kernel_info[setup.name] = kernel_work_for(setup, a, spike_structure, structure_state)
+        setups[i] = dataclasses.replace(setup, table=with_kernel_work(setup.table, work))
     names = [setup.name for setup in setups]
     if len(set(names)) != len(names):
         raise ValueError(f"report: model names must be unique, got {names}")
@@ -236,6 +275,10 @@ def build_report(
     figures = _plots(
         out, setups, a, rows, runs_at_target, schedules_at_target, units, target, sparsities, paper
     )
+    kernel_rows = {
+        setup.name: kernel_layer_rows(setup, schedules_at_target[setup.name]["ndsnn"], a)
+        for setup in setups
+    }
     measured = None
     if times is not None:
         environment = step_doc.get("environment", {})
@@ -244,13 +287,29 @@ def build_report(
     report = {
         "version": __version__,
         "assumptions": _assumptions(a, setups)
-        | ({"spike_rates_from": rates_source} if rates_source else {}),
+        | ({"spike_rates_from": rates_source} if rates_source else {})
+        | {
+            ("kernel_spike_structure" if len(names) == 1 else f"kernel_spike_structure ({n})"): (
+                info["source"]
+            )
+            for n, info in kernel_info.items()
+        },
         "paper": {"ratios": paper if users else PAPER_RATIO, "tolerance_points": TOLERANCE_POINTS},
         "protocols": list(PROTOCOLS),
         "conventions": list(CONVENTIONS),
         "claim_check": [asdict(r) | {"within_tolerance": r.within_tolerance} for r in rows],
         "verdict": verdict,
         "method_costs": method_rows,
+        "kernel_work": {
+            name: {
+                **kernel_info[name],
+                "sparsity": target,
+                "note": KERNEL_NOTE,
+                "layers": kernel_rows[name],
+                "total": kernel_totals(kernel_rows[name]),
+            }
+            for name in names
+        },
         "layers": {s.name: [asdict(layer) for layer in s.table.layers] for s in setups},
         "figures": [p.name for p in figures],
         "seconds": time.perf_counter() - start,
@@ -264,6 +323,10 @@ def build_report(
     (out / "report.json").write_text(json.dumps(report, indent=1))
     _write_csv(out / "claim_check.csv", report["claim_check"])
     _write_csv(out / "method_costs.csv", method_rows)
+    _write_csv(
+        out / "kernel_work.csv",
+        [{"model": name, **row} for name in names for row in kernel_rows[name]],
+    )
     (out / "report.md").write_text(
         "\n".join(_markdown(report, rows, verdict, sparsities, setups, figures, energy)) + "\n"
     )
@@ -289,6 +352,201 @@ def _input_label(source: Mapping[str, Any]) -> str:
     dims = ", ".join(str(d) for d in source["input_shape"])
     t = source.get("time_first")
     return f"[T={t}, B, {dims}]" if t else f"[B, {dims}]"
+
+
+KERNEL_NOTE = (
+    "kernel/snn: MACs the sparse Triton kernels execute (ndsnn_triton.kernels.work) over the snn "
+    "ideal on the same spikes (snn at the structure's own input rate, 1 for analog input), for "
+    "NDSNN's final masks at the target sparsity, each spread evenly over input channels (the "
+    "ratio then does not depend on the density); weight gradient on an ordinary step (dense-"
+    "gradient steps run cuDNN dense under kernel: 2·B·τ·M)."
+)
+
+
+def kernel_work_for(
+    setup: ModelSetup,
+    a: Assumptions,
+    spike_structure: str | Path | None = None,
+    state: str = DEFAULT_STATE,
+) -> tuple[KernelWork, dict[str, Any]]:
+    """The ``kernel`` convention's factors for ``setup`` and where they come from.
+
+    ``spike_structure``: a spike-structure file (the model must be in it), ``"iid"``, or None:
+    the recorded file for a built-in VGG-16 / ResNet-19 if it exists and holds the model, else the
+    i.i.d. spike model at the assumed rate ``a.spike_rate`` at batch ``a.batch``.
+    """
+    if setup.source is None:
+        example = (1, 3, a.image_size, a.image_size)
+    else:
+        example = example_shape(setup.source["input_shape"], setup.source.get("time_first"))
+    geometry = trace_geometry(setup.model, example, batch=1)
+    path: Path | None = None
+    fallback_note = ""
+    if spike_structure is not None and str(spike_structure) != IID:
+        path = Path(spike_structure)
+    elif spike_structure is None and setup.source is None and setup.name in RECORDED_MODELS:
+        if DEFAULT_STRUCTURE_FILE.is_file():
+            doc = read_structure_file(DEFAULT_STRUCTURE_FILE)
+            if setup.name in doc["models"]:
+                path = DEFAULT_STRUCTURE_FILE
+            else:
+                fallback_note = f"; {DEFAULT_STRUCTURE_FILE.name} has no {setup.name}"
+        else:
+            fallback_note = f"; no {DEFAULT_STRUCTURE_FILE.name} recorded"
+    if path is None:
+        rates = rate_vector(setup.table, a.spike_rate)
+        work = iid_work(setup.table, geometry, rates, a.batch)
+        source = f"{work.source} (batch {a.batch}, T = {a.T}{fallback_note})"
+        return work, {"kind": "iid", "source": source, "file": None, "state": None}
+    structure = load_structure(path, setup.name, state, geometry)
+    work = measured_work(setup.table, geometry, structure)
+    return work, {
+        "kind": "measured",
+        "source": _measured_label(structure, setup.name),
+        "file": str(path),
+        "state": f"{structure.state}/{structure.mode}",
+        "dataset": structure.dataset,
+        "training": structure.training,
+    }
+
+
+def _measured_label(structure: MeasuredStructure, model: str) -> str:
+    """Provenance of measured factors, with the assumption that carries them to the report."""
+    t = structure.training
+    at = ", ".join(
+        f"{k} {t[k]}"
+        for k in ("batch", "T", "sparsity", "steps")
+        if isinstance(t.get(k), int | float)
+    )
+    label = (
+        f"measured: {Path(structure.path).name}, {model} in state {structure.state}/"
+        f"{structure.mode} on {structure.dataset or '?'}" + (f" ({at})" if at else "")
+    )
+    if structure.dataset.lower().startswith("fashion"):
+        label += (
+            "; assumed to carry over to the report's CIFAR-10 shapes: Fashion-MNIST is padded "
+            "to 32×32, so only the stem differs (1 input channel instead of 3), and the forward "
+            "factors were measured at the file's batch, not the report's"
+        )
+    return label
+
+
+def kernel_layer_rows(setup: ModelSetup, ndsnn: Any, a: Assumptions) -> list[dict[str, Any]]:
+    """Per layer: the ``kernel`` factors and kernel/snn for one training step with NDSNN's final
+    masks (``ndsnn``: its schedule at the target sparsity), on the structure's own spikes."""
+    table = setup.table
+    work = kernel_work_of(table)
+    final = dict(zip(ndsnn.layer_names, ndsnn.segments[-1].densities, strict=True))
+    d = np.array(
+        [final.get(n, layer.density) for n, layer in zip(table.names, table.layers, strict=True)]
+    )
+    spike = np.array([layer.spike_input for layer in table.layers])
+    r_snn = np.where(spike, work.rate, 1.0)
+    snn = step_terms(table, d, r_snn, a.batch, "snn", False)
+    ker = step_terms(table, d, r_snn, a.batch, "kernel", False)
+    rows = []
+    for j, layer in enumerate(table.layers):
+        row: dict[str, Any] = {
+            "layer": layer.name,
+            "spike_input": layer.spike_input,
+            "density": float(d[j]),
+            "rate": float(work.rate[j]),
+            "forward_factor": float(work.forward[j]),
+            "weight_grad_factor": float(work.weight_grad[j]),
+            "input_grad_factor": float(work.input_grad[j]),
+        }
+        for term, k in zip(("forward", "input_grad", "weight_grad"), range(3), strict=True):
+            row[f"kernel_{term}_flops"] = float(ker[k][j])
+            row[f"snn_{term}_flops"] = float(snn[k][j])
+            row[f"{term}_ratio"] = _ratio(ker[k][j], snn[k][j])
+        rows.append(row)
+    return rows
+
+
+def _ratio(num: float, den: float) -> float | None:
+    """``num / den``, None (JSON null) where the ideal is zero."""
+    return float(num / den) if den > 0 else None
+
+
+def kernel_totals(rows: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+    """kernel/snn over all layers of one step, per term and in all."""
+    out: dict[str, float | None] = {}
+    for term in ("forward", "input_grad", "weight_grad"):
+        out[f"{term}_ratio"] = _ratio(
+            sum(r[f"kernel_{term}_flops"] for r in rows), sum(r[f"snn_{term}_flops"] for r in rows)
+        )
+    terms = ("forward", "input_grad", "weight_grad")
+    out["step_ratio"] = _ratio(
+        sum(r[f"kernel_{t}_flops"] for r in rows for t in terms),
+        sum(r[f"snn_{t}_flops"] for r in rows for t in terms),
+    )
+    return out
+
+
+def _fmt_ratio(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+def kernel_lines(kernel: Mapping[str, Any], models: Sequence[str]) -> list[str]:
+    """Markdown: per model, where the kernel factors come from and kernel/snn per layer."""
+    lines = []
+    for m in models:
+        k = kernel[m]
+        tot = k["total"]
+        lines += [
+            f"### {plots._title(m)}",
+            "",
+            f"Spike structure: {k['source']}.",
+            "",
+            "| layer | spike input | density | rate | forward factor | weight-grad factor | "
+            "kernel/snn forward | kernel/snn weight grad | kernel/snn input grad |",
+            "|" + "---|" * 9,
+        ]
+        for r in k["layers"]:
+            cells = [
+                f"`{r['layer']}`",
+                "yes" if r["spike_input"] else "no",
+                f"{r['density']:.4f}",
+                f"{r['rate']:.3f}",
+                f"{r['forward_factor']:.3f}",
+                f"{r['weight_grad_factor']:.3f}",
+                _fmt_ratio(r["forward_ratio"]),
+                _fmt_ratio(r["weight_grad_ratio"]),
+                _fmt_ratio(r["input_grad_ratio"]),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += [
+            f"| all layers | | | | | | {_fmt_ratio(tot['forward_ratio'])} | "
+            f"{_fmt_ratio(tot['weight_grad_ratio'])} | {_fmt_ratio(tot['input_grad_ratio'])} |",
+            "",
+            f"One training step at {plots._pct(k['sparsity'])} sparsity: kernel/snn = "
+            f"{_fmt_ratio(tot['step_ratio'])}.",
+            "",
+        ]
+    lines.append(KERNEL_NOTE)
+    return lines
+
+
+def kernel_summary_lines(kernel: Mapping[str, Any]) -> list[str]:
+    """Plain text for the terminal: per model, kernel/snn per layer (forward, weight gradient)."""
+    lines = []
+    for m, k in kernel.items():
+        tot = k["total"]
+        lines += [
+            f"kernel/snn at {plots._pct(k['sparsity'])} sparsity, {plots._title(m)} "
+            f"(spike structure: {k['source']}):",
+            f"  {'layer':<22} {'rate':>6} {'forward':>8} {'w.grad':>8}",
+        ]
+        for r in k["layers"]:
+            lines.append(
+                f"  {r['layer']:<22} {r['rate']:>6.3f} {_fmt_ratio(r['forward_ratio']):>8} "
+                f"{_fmt_ratio(r['weight_grad_ratio']):>8}"
+            )
+        lines.append(
+            f"  {'all layers':<22} {'':>6} {_fmt_ratio(tot['forward_ratio']):>8} "
+            f"{_fmt_ratio(tot['weight_grad_ratio']):>8}   one step: {_fmt_ratio(tot['step_ratio'])}"
+        )
+    return lines
 
 
 def _model_part(setup, a: Assumptions, sparsities: Sequence[float], energy: bool) -> dict[str, Any]:
@@ -534,7 +792,10 @@ def _markdown(report, rows, verdict, sparsities, setups, figures, energy) -> lis
         *[f"| {k} | {v} |" for k, v in a.items()],
         "",
         "Conventions: `snn` counts forward and weight-gradient work × input spike rate and no input gradient for the first layer; "
-        "`rigl` counts every term as in Evci et al. (3 × forward per step, dense weight gradients on growth steps). "
+        "`rigl` counts every term as in Evci et al. (3 × forward per step, dense weight gradients on growth steps); "
+        "`kernel` counts the MACs the library's sparse Triton kernels execute on the measured spike structure "
+        "(a silent (sample-block, channel) pair or a zero spike skipped, everything else executed; dense weight "
+        "gradients on growth steps run cuDNN dense); spike structure per model in the assumptions (`kernel_spike_structure`). "
         "LTH protocols: `full-imp` (all IMP rounds), `dense-plus-retrain` (one dense run + one retrain at the target), "
         "`amortized` (one IMP run to the highest target shared by the sparsity levels).",
         "",
@@ -548,7 +809,7 @@ def _markdown(report, rows, verdict, sparsities, setups, figures, energy) -> lis
         "## Cost of each method (× one dense run of E epochs)",
         "",
     ]
-    head = ["model", "method", "sparsity", "snn ×dense", "rigl ×dense"] + (
+    head = ["model", "method", "sparsity", "snn ×dense", "rigl ×dense", "kernel ×dense"] + (
         ["energy (J, snn)"] if energy else []
     )
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -559,16 +820,24 @@ def _markdown(report, rows, verdict, sparsities, setups, figures, energy) -> lis
         if conv != "snn":
             continue
         rigl = by[(m, method, s, "rigl")]
+        kernel = by[(m, method, s, "kernel")]
         cells = [
             plots._title(m),
             method,
             f"{100 * s:g}%",
             f"{r['x_dense']:.3f}",
             f"{rigl['x_dense']:.3f}",
+            f"{kernel['x_dense']:.3f}",
         ]
         if energy:
             cells.append(f"{r['energy_j']:.3g}")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Kernel work vs the snn ideal (per layer)",
+        "",
+        *kernel_lines(report["kernel_work"], models),
+    ]
     if "measured" in report:
         lines += ["", "## Measured GPU time", "", *measured_lines(report["measured"])]
     lines += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures]
@@ -715,6 +984,8 @@ def report_model(
     rates_source: str | None = None,
     step_times: str | Path | None = None,
     source: Mapping[str, Any] | None = None,
+    spike_structure: str | Path | None = None,
+    structure_state: str = DEFAULT_STATE,
     **options: Any,
 ) -> dict[str, Any]:
     """The cost report of any model: its layer table, every method's training cost and the
@@ -725,7 +996,10 @@ def report_model(
     ``[1, *input_shape]``, or on ``[time_steps, 1, *input_shape]`` if ``time_steps`` is given (a
     model that takes its time steps first). ``options``: :class:`Assumptions` fields (``epochs=20``),
     over ``assumptions``; T is the model's own (traced), not an option. ``name``: the model's name
-    in tables, plots and file names (default: its class name). ``model`` is not modified.
+    in tables, plots and file names (default: its class name). ``spike_structure`` /
+    ``structure_state``: the ``kernel`` convention's spike structure, as for
+    :func:`build_report` (default: the i.i.d. model at the assumed rate). ``model`` is not
+    modified.
     """
     if "T" in options:
         raise ValueError(
@@ -737,7 +1011,15 @@ def report_model(
     label = name or (source or {}).get("name") or type(model).__name__
     setup = setup_user_model(model, label, shape, time_steps, dict(source or {}))
     return build_report(
-        out, [setup], sparsities, user_assumptions(a, setup), energy, rates_source, step_times
+        out,
+        [setup],
+        sparsities,
+        user_assumptions(a, setup),
+        energy,
+        rates_source,
+        step_times,
+        spike_structure,
+        structure_state,
     )
 
 

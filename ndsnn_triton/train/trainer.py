@@ -11,7 +11,9 @@ Files written to the output folder:
 * ``log.jsonl``: one object per logged iteration: ``step`` (0-based global iteration), ``epoch``,
   ``phase``, ``loss`` and ``acc`` (means since the previous record), ``lr``, ``density``,
   per-layer ``densities`` (of the masks that iteration ran with) and ``spike_rates`` (mean input
-  non-zero fraction since the previous record), ``dense_grad`` (the backward computed dense weight
+  non-zero fraction since the previous record), ``work_factors`` (per layer ``rate``, ``forward``
+  and ``weight_grad``: the ``kernel`` cost convention's work factors of the same inputs,
+  :meth:`SpikeRateMonitor.work_factors`), ``dense_grad`` (the backward computed dense weight
   gradients), ``mask_update`` (the masks changed after it). Iterations where the masks change
   are always logged, so the per-iteration densities can be rebuilt exactly from the log.
 * ``log.csv``: the scalar columns of the same records.
@@ -693,6 +695,7 @@ class Trainer:
             "density": overall_density(self.model, densities),
             "densities": densities,
             "spike_rates": monitor.rates(),
+            "work_factors": {n: asdict(f) for n, f in monitor.work_factors().items()},
             "dense_grad": self.method.needs_dense_grad(step),
             "mask_update": mask_update,
         }
