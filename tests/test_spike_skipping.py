@@ -60,7 +60,8 @@ def _measured_structure() -> tuple[float, float]:
     """(silent-map fraction, spike rate) of the deepest spiking conv layer of the trained VGG-16,
     from the recorded structure of real spike maps."""
     data = json.loads(STRUCTURE.read_text())
-    layers = data["models"]["vgg16"]["states"]["trained"]["train"]["layers"]
+    row = next(r for r in data["results"] if r["model"] == "vgg16")
+    layers = row["structure"]["trained"]["train"]
     deep = [L for L in layers if L["kind"] == "conv" and L["spike_input"]][-1]
     return float(deep["silent_maps"]), float(deep["rate"])
 

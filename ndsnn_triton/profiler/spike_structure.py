@@ -1,0 +1,328 @@
+"""The structure of real spikes: which all-zero groups of a layer's input a kernel could skip.
+
+:class:`SpikeStructureMonitor` puts a forward-pre hook on every masked layer and counts, on the
+input's device and without host synchronisation, over all forwards seen:
+
+* the non-zero elements (spike rate);
+* silent 32-element *words*: runs of 32 consecutive elements of the contiguous ``[N, C, H, W]``
+  input in memory order (the layout the kernels read; the last, partial word counts as a word);
+* silent *maps*: ``(sample, channel)`` planes ``H×W`` that are all zero;
+* silent *sample blocks*: ``(g consecutive samples, channel)`` pairs that are all zero, with
+  ``g = max(1, BLOCK_P // (OH·OW))`` and ``BLOCK_P`` the forward kernel's block of output
+  positions (:func:`ndsnn_triton.kernels.work.forward_block`; the last partial block counts);
+* *dead* channels: channels all zero over the ``N`` samples of one forward;
+* the kernels' work sums (:mod:`ndsnn_triton.kernels.work`): forward lanes ``Σ_c A_c``, weight-
+  gradient events ``Σ_c E_c`` and the dense work ``C·N·OH·OW``, whose ratios are the forward and
+  weight-gradient work factors of :func:`~ndsnn_triton.kernels.work.work_factors`.
+
+Layer inputs are time-first: a ``SpikeConv2d`` gets ``[T, B, C, H, W]`` and is read as
+``[N, C, H, W]`` with ``N = T·B``; a ``SpikeLinear`` gets ``[..., F]``, read as ``[N, F, 1, 1]``
+(a 1×1 convolution with stride 1 and no padding).
+
+Guaranteed relations (per forward, so also over forwards of equal shape): every fraction lies in
+[0, 1]; ``silent_maps ≥ dead_channels`` and ``silent_sample_blocks ≥ dead_channels``;
+``silent_maps ≥ silent_sample_blocks`` when ``g`` divides ``N``; ``silent_words32 ≥ silent_maps``
+when 32 divides ``H·W``; ``rate ≤ 1 − silent_maps ≤ work.forward ≤ 1 − dead_channels``;
+``silent_words32 ≥ 1 − nonzero / words``; ``work.weight_grad ≤ rate · H·W / (OH·OW)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ndsnn_triton.kernels.work import (
+    active_lanes,
+    channel_events,
+    forward_block,
+    map_activity,
+    out_hw,
+)
+from ndsnn_triton.nn.layers import MaskedLayer, SpikeConv2d, masked_layers
+
+WORD = 32  # elements per word the kernels read
+
+#: order of the device-side counters of one layer
+_COUNTERS = (
+    "nonzero",
+    "silent_words32",
+    "silent_maps",
+    "silent_sample_blocks",
+    "dead_channels",
+    "lanes",
+    "events",
+)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A layer's convolution geometry (a linear layer is 1×1, stride 1, no padding)."""
+
+    kind: str  # "conv" or "linear"
+    out_channels: int
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+
+
+def layer_geometry(layer: MaskedLayer) -> Geometry:
+    """:class:`Geometry` of a ``SpikeConv2d`` (explicit padding, also for ``"same"``/``"valid"``)
+    or a ``SpikeLinear``."""
+    if isinstance(layer, SpikeConv2d):
+        padding = getattr(layer, "_padding_ints", layer.padding)
+        return Geometry(
+            "conv",
+            layer.out_channels,
+            tuple(layer.kernel_size),
+            tuple(layer.stride),
+            tuple(int(p) for p in padding),
+            tuple(layer.dilation),
+        )
+    return Geometry("linear", layer.weight.shape[0], (1, 1), (1, 1), (0, 0), (1, 1))
+
+
+def as_maps(x: Tensor, kind: str) -> Tensor:
+    """A layer input as contiguous ``[N, C, H, W]``: conv ``[T, B, C, H, W]`` (or already 4-D)
+    → ``[T·B, C, H, W]``; linear ``[..., F]`` → ``[N, F, 1, 1]``."""
+    if kind == "linear":
+        return x.reshape(-1, x.shape[-1], 1, 1).contiguous()
+    if x.dim() == 5:
+        x = x.flatten(0, 1)
+    if x.dim() != 4:
+        raise ValueError(
+            f"conv input must be [T, B, C, H, W] or [N, C, H, W], got {tuple(x.shape)}"
+        )
+    return x.contiguous()
+
+
+@dataclass
+class _Totals:
+    """Host-side totals of one layer (known from shapes, no sync) and its device counters."""
+
+    forwards: int = 0
+    elements: int = 0
+    words: int = 0
+    maps: int = 0
+    sample_blocks: int = 0
+    channels: int = 0  # Σ C over forwards (the denominator of dead channels)
+    dense: int = 0  # Σ C·N·OH·OW
+    sample_block_sizes: set[int] = field(default_factory=set)
+    input_shape: tuple[int, int, int] | None = None
+    output_shape: tuple[int, int, int] | None = None
+    counts: Tensor | None = None  # int64 [len(_COUNTERS)] on the input's device
+
+
+def structure_counts(x4: Tensor, geometry: Geometry) -> tuple[Tensor, dict[str, Any]]:
+    """Counters of one ``[N, C, H, W]`` input (int64 ``[7]`` in :data:`_COUNTERS` order, on the
+    input's device, no host sync) and the host-known sizes (``words``, ``maps``,
+    ``sample_blocks``, ``channels``, ``dense``, ``g``, ``out_hw``)."""
+    n, c, h, w = x4.shape
+    kh, kw = geometry.kernel_size
+    oh, ow = out_hw(h, w, kh, kw, geometry.stride, geometry.padding, geometry.dilation)
+    positions = oh * ow
+    block_p = forward_block(n * positions, geometry.out_channels)
+    g = max(1, block_p // positions) if positions else 1
+    numel = x4.numel()
+    words = -(-numel // WORD)
+    blocks = -(-n // g)
+
+    nz = x4 != 0
+    flat = nz.reshape(-1)
+    if words * WORD != numel:
+        flat = torch.cat([flat, flat.new_zeros(words * WORD - numel)])
+    active_words = flat.reshape(words, WORD).any(1).sum(dtype=torch.int64)
+    active = map_activity(x4)  # bool [N, C]
+    if blocks * g != n:
+        active_padded = torch.cat([active, active.new_zeros(blocks * g - n, c)])
+    else:
+        active_padded = active
+    active_blocks = active_padded.reshape(blocks, g, c).any(1).sum(dtype=torch.int64)
+    live_channels = active.any(0).sum(dtype=torch.int64)
+    lanes = active_lanes(active, positions, block_p).sum()
+    events = channel_events(
+        x4, geometry.kernel_size, geometry.stride, geometry.padding, geometry.dilation
+    ).sum()
+    counts = torch.stack(
+        [
+            nz.sum(dtype=torch.int64),
+            words - active_words,
+            n * c - active.sum(dtype=torch.int64),
+            blocks * c - active_blocks,
+            c - live_channels,
+            lanes,
+            events,
+        ]
+    )
+    sizes = {
+        "words": words,
+        "maps": n * c,
+        "sample_blocks": blocks * c,
+        "channels": c,
+        "dense": c * n * positions,
+        "g": g,
+        "out_hw": (oh, ow),
+    }
+    return counts, sizes
+
+
+class SpikeStructureMonitor:
+    """Context manager recording the silent-group structure of every masked layer's input.
+
+    >>> with SpikeStructureMonitor(model) as monitor:
+    ...     model(images)
+    >>> monitor.layers()  # one dict per layer, in model order
+
+    The hooks only queue device work (no host sync); :meth:`layers` reads everything back with one
+    synchronisation.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self._layers: list[tuple[str, MaskedLayer]] = masked_layers(model)
+        self._geometry = {name: layer_geometry(layer) for name, layer in self._layers}
+        self._totals: dict[str, _Totals] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _hook(self, name: str):
+        geometry = self._geometry[name]
+
+        def record(_module: nn.Module, args: tuple) -> None:
+            x4 = as_maps(args[0].detach(), geometry.kind)
+            counts, sizes = structure_counts(x4, geometry)
+            t = self._totals.setdefault(name, _Totals())
+            t.counts = counts if t.counts is None else t.counts + counts
+            t.forwards += 1
+            t.elements += x4.numel()
+            for key in ("words", "maps", "sample_blocks", "channels", "dense"):
+                setattr(t, key, getattr(t, key) + sizes[key])
+            t.sample_block_sizes.add(sizes["g"])
+            t.input_shape = tuple(x4.shape[1:])
+            t.output_shape = (geometry.out_channels, *sizes["out_hw"])
+
+        return record
+
+    def __enter__(self) -> SpikeStructureMonitor:
+        for name, layer in self._layers:
+            self._handles.append(layer.register_forward_pre_hook(self._hook(name)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        """Detach the hooks (the counts stay readable)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def reset(self) -> None:
+        """Forget everything counted so far."""
+        self._totals.clear()
+
+    def layers(self) -> list[dict[str, Any]]:
+        """Per masked layer that saw an input, in model order (one host sync for all layers):
+        ``name``, ``kind``, ``spike_input``, ``input_shape`` ``[C, H, W]``, ``output_shape``
+        ``[OC, OH, OW]``, geometry, ``forwards``, ``elements``, and as fractions in [0, 1]:
+        ``rate`` (non-zero elements), ``silent_words32`` (of 32-element words),
+        ``silent_maps`` (of (sample, channel) maps), ``silent_sample_blocks`` (of
+        (g-sample block, channel) pairs; ``sample_block`` = g, a sorted list if it varied),
+        ``dead_channels`` (of channels, per forward), ``work`` (``forward`` = Σ lanes / Σ dense,
+        ``weight_grad`` = Σ events / Σ dense), ``density`` (weight density now), and ``counts``
+        (the raw totals behind the fractions)."""
+        seen = [(n, layer) for n, layer in self._layers if n in self._totals]
+        if not seen:
+            return []
+        values = torch.stack([self._totals[n].counts.cpu() for n, _ in seen]).tolist()
+        rows = []
+        for (name, layer), vals in zip(seen, values, strict=True):
+            t = self._totals[name]
+            geo = self._geometry[name]
+            c = dict(zip(_COUNTERS, vals, strict=True))
+            sizes = sorted(t.sample_block_sizes)
+            rows.append(
+                {
+                    "name": name,
+                    "kind": geo.kind,
+                    "spike_input": bool(layer.spike_input),
+                    "input_shape": list(t.input_shape),
+                    "output_shape": list(t.output_shape),
+                    "kernel_size": list(geo.kernel_size),
+                    "stride": list(geo.stride),
+                    "padding": list(geo.padding),
+                    "dilation": list(geo.dilation),
+                    "forwards": t.forwards,
+                    "elements": t.elements,
+                    "rate": _ratio(c["nonzero"], t.elements),
+                    "silent_words32": _ratio(c["silent_words32"], t.words),
+                    "silent_maps": _ratio(c["silent_maps"], t.maps),
+                    "sample_block": sizes[0] if len(sizes) == 1 else sizes,
+                    "silent_sample_blocks": _ratio(c["silent_sample_blocks"], t.sample_blocks),
+                    "dead_channels": _ratio(c["dead_channels"], t.channels),
+                    "work": {
+                        "forward": _ratio(c["lanes"], t.dense),
+                        "weight_grad": _ratio(c["events"], t.dense),
+                    },
+                    "density": layer.density,
+                    "counts": {
+                        **c,
+                        "words": t.words,
+                        "maps": t.maps,
+                        "sample_blocks": t.sample_blocks,
+                        "channels": t.channels,
+                        "dense": t.dense,
+                    },
+                }
+            )
+        return rows
+
+
+def _ratio(part: int, whole: int) -> float:
+    return part / whole if whole else float("nan")
+
+
+def spike_structure(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor] | Tensor],
+    *,
+    train: bool,
+) -> list[dict[str, Any]]:
+    """:meth:`SpikeStructureMonitor.layers` of ``model`` over ``batches``.
+
+    ``train=True``: train mode, forward, ``mean_t`` cross-entropy and backward of each
+    ``(images [B, C, H, W], labels [B])`` batch; gradients are left in ``.grad`` and *not* applied
+    (no optimizer step; batch-norm running statistics do move, as in any train-mode forward).
+    ``train=False``: eval mode under ``torch.no_grad()`` (labels, if given, are ignored). The
+    network state is reset after each batch; the model's train/eval mode is restored at the end.
+    """
+    from ndsnn_triton.nn import reset_net, temporal_cross_entropy
+
+    was_training = model.training
+    model.train(train)
+    try:
+        with SpikeStructureMonitor(model) as monitor:
+            for batch in batches:
+                x, y = _split(batch)
+                if train:
+                    if y is None:
+                        raise ValueError(
+                            "spike_structure(train=True) needs (images, labels) batches"
+                        )
+                    model.zero_grad(set_to_none=True)
+                    temporal_cross_entropy(model(x), y).backward()
+                else:
+                    with torch.no_grad():
+                        model(x)
+                reset_net(model)
+    finally:
+        model.train(was_training)
+    return monitor.layers()
+
+
+def _split(batch: Sequence[Tensor] | Tensor) -> tuple[Tensor, Tensor | None]:
+    if isinstance(batch, Tensor):
+        return batch, None
+    return batch[0], (batch[1] if len(batch) > 1 else None)
