@@ -39,8 +39,9 @@ def _layer_shapes() -> list[tuple[int, int, int, int, int, int]]:
 
 
 def _grads(backend, dtype, x, weight, mask, geo, g):
-    xx = x.to(dtype).requires_grad_()
-    ww = weight.to(dtype).requires_grad_()
+    # clone: .to() of an fp32 tensor to fp32 returns it, and its .grad would accumulate over calls
+    xx = x.to(dtype).clone().requires_grad_()
+    ww = weight.to(dtype).clone().requires_grad_()
     with ndsnn_triton.use_backend(backend):
         y = masked_conv2d(xx, ww, mask, **geo)
         y.backward(g.to(dtype))
@@ -83,7 +84,7 @@ def test_linear_meets_the_error_rule(dtype):
     grad = torch.randn(640, 256, device="cuda", generator=g)
     results = {}
     for backend, dt in (("torch", torch.float64), ("torch", dtype), ("triton", dtype)):
-        xx, ww = x.to(dt).requires_grad_(), weight.to(dt).requires_grad_()
+        xx, ww = x.to(dt).clone().requires_grad_(), weight.to(dt).clone().requires_grad_()
         with ndsnn_triton.use_backend(backend):
             y = masked_linear(xx, ww, mask)
             y.backward(grad.to(dt))

@@ -26,7 +26,6 @@ import torch
 from torch import Tensor
 
 from ndsnn_triton.kernels.launch import (
-    FILL_PROGRAMS,
     KernelLaunch,
     check_elements,
     check_grid,
@@ -37,6 +36,10 @@ from ndsnn_triton.kernels.work import out_hw, usable_rows
 
 #: at most this many sample chunks per channel (the weight gradient's partial sums: chunks × nnz)
 MAX_CHUNKS = 64
+#: programs the pass (and the weight gradient on its chunks) aims for: each program walks its
+#: chunk's samples one after another, so the launch needs many of them in flight (16 per SM of a
+#: 132-SM H100/H200); the first H200 run with 264 took 0.28 ms for VGG-16 conv2's activity
+EVENT_PROGRAMS = 2048
 #: positions of one map scanned per loop iteration
 EVENTS_BLOCK = 128
 
@@ -134,11 +137,11 @@ def spike_events_plan(
     write_events: bool,
 ) -> KernelLaunch:
     """The pass over ``x [N, C, H, W]``: enough sample chunks per channel to offer
-    :data:`FILL_PROGRAMS` programs (at most :data:`MAX_CHUNKS`, at most one per sample)."""
+    :data:`EVENT_PROGRAMS` programs (at most :data:`MAX_CHUNKS`, at most one per sample)."""
     n, c, h, w = x_shape
     name = "ndsnn spike events (Triton)"
     check_elements(name, input=n * c * h * w)
-    chunks = max(1, min(MAX_CHUNKS, n, cdiv(FILL_PROGRAMS, max(c, 1))))
+    chunks = max(1, min(MAX_CHUNKS, n, cdiv(EVENT_PROGRAMS, max(c, 1))))
     per_chunk = cdiv(n, chunks) if n else 1
     chunks = cdiv(n, per_chunk) if n else 0
     grid = (chunks, c)
