@@ -187,3 +187,16 @@ def test_readme_quotes_the_recorded_cpu_results():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert cpu_table() in readme
+
+
+def test_readme_quotes_the_recorded_spike_skipping_results():
+    """README's spike-structure and H200 spike-skipping tables are generated from
+    bench/results/spike_structure.json and spike_skipping-NVIDIA_H200.json (python -m
+    bench.skip_table): a stale figure fails here."""
+    from pathlib import Path
+
+    from bench.skip_table import gpu_table, structure_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert structure_table() in readme
+    assert gpu_table() in readme

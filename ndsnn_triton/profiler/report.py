@@ -403,7 +403,10 @@ def kernel_work_for(
     return work, {
         "kind": "measured",
         "source": _measured_label(structure, setup.name),
-        "file": str(path),
+        # the recorded file by its place in the repository, not this machine's absolute path
+        "file": "bench/results/spike_structure.json"
+        if path == DEFAULT_STRUCTURE_FILE
+        else str(path),
         "state": f"{structure.state}/{structure.mode}",
         "dataset": structure.dataset,
         "training": structure.training,
