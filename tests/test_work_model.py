@@ -231,11 +231,12 @@ def test_weight_gradient_launcher_bytes_by_hand():
     assert "cast to gradient dtype" not in wgrad_launcher_bytes(TINY, 4, torch.float32)
     baseline = wgrad_launcher_bytes(TINY, 4, torch.bfloat16, positions=True)
     assert baseline["zero partials"] == 4 * wgrad_positions_chunks(TINY, 4) * 4
-    # the chunks each plan picks: sample chunks to fill the GPU over few channels (at most one
-    # per sample, none beyond what 264 programs need), position chunks for a long position axis
+    # the chunks each plan picks: sample chunks to offer 2,048 programs over the channels (at most
+    # one per sample, at most 64), position chunks for a long position axis
     conv2 = ConvShape(320, 64, 32, 32, 64)
-    assert wgrad_chunks(conv2, cap=369) == 5  # ceil(264 / 64) programs per channel
-    assert wgrad_chunks(ConvShape(320, 512, 4, 4, 512), cap=23593) == 1
+    assert wgrad_chunks(conv2, cap=369) == 32  # ceil(2048 / 64) programs per channel
+    assert wgrad_chunks(ConvShape(320, 512, 4, 4, 512), cap=23593) == 4  # ceil(2048 / 512)
+    assert wgrad_chunks(ConvShape(3, 8, 4, 4, 8), cap=10) == 3  # one sample per chunk at most
     assert wgrad_positions_chunks(conv2, cap=369) > 1
 
 
