@@ -33,31 +33,75 @@ class LayerStats:
 
 
 @dataclass(frozen=True)
-class _ConvGeometry:
-    """What the work counters need of a layer: its kernel geometry (a linear layer: 1×1)."""
+class Geometry:
+    """A layer's convolution geometry (a linear layer is 1×1, stride 1, no padding)."""
 
+    kind: str  # "conv" or "linear"
     out_channels: int
     kernel_size: tuple[int, int]
     stride: tuple[int, int]
     padding: tuple[int, int]
     dilation: tuple[int, int]
-    conv: bool
 
 
-def _geometry(layer: MaskedLayer) -> _ConvGeometry:
+def layer_geometry(layer: MaskedLayer) -> Geometry:
+    """:class:`Geometry` of a ``SpikeConv2d`` (explicit padding, also for ``"same"``/``"valid"``)
+    or a ``SpikeLinear``."""
     if isinstance(layer, SpikeConv2d):
-        return _ConvGeometry(
+        padding = getattr(layer, "_padding_ints", layer.padding)
+        return Geometry(
+            "conv",
             layer.out_channels,
             tuple(layer.kernel_size),
             tuple(layer.stride),
-            tuple(int(p) for p in layer._padding_ints),
+            tuple(int(p) for p in padding),
             tuple(layer.dilation),
-            True,
         )
-    return _ConvGeometry(layer.weight.shape[0], (1, 1), (1, 1), (0, 0), (1, 1), False)
+    return Geometry("linear", layer.weight.shape[0], (1, 1), (1, 1), (0, 0), (1, 1))
 
 
-class SpikeRateMonitor:
+def as_maps(x: Tensor, kind: str) -> Tensor:
+    """A layer input as contiguous ``[N, C, H, W]``: conv ``[T, B, C, H, W]`` (or already 4-D)
+    → ``[T·B, C, H, W]``; linear ``[..., F]`` → ``[N, F, 1, 1]``."""
+    if kind == "linear":
+        return x.reshape(-1, x.shape[-1], 1, 1).contiguous()
+    if x.dim() == 5:
+        x = x.flatten(0, 1)
+    if x.dim() != 4:
+        raise ValueError(
+            f"conv input must be [T, B, C, H, W] or [N, C, H, W], got {tuple(x.shape)}"
+        )
+    return x.contiguous()
+
+
+class LayerInputHooks:
+    """Base of the monitors: a forward-pre hook per masked layer of ``model`` (``_hook(name)``
+    makes it), attached on ``with`` entry and detached on exit or :meth:`remove`."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self._layers: list[tuple[str, MaskedLayer]] = masked_layers(model)
+        self._geometry = {name: layer_geometry(layer) for name, layer in self._layers}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _hook(self, name: str):  # pragma: no cover - each monitor defines its own
+        raise NotImplementedError
+
+    def __enter__(self):
+        for name, layer in self._layers:
+            self._handles.append(layer.register_forward_pre_hook(self._hook(name)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        """Detach the hooks (the counts stay readable)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+class SpikeRateMonitor(LayerInputHooks):
     """Context manager that records each masked layer's input non-zero rate and, with
     ``work=True`` (the default), its ``kernel``-convention work factors.
 
@@ -68,15 +112,13 @@ class SpikeRateMonitor:
     """
 
     def __init__(self, model: nn.Module, work: bool = True) -> None:
-        self._layers: list[tuple[str, MaskedLayer]] = masked_layers(model)
+        super().__init__(model)
         self._work = bool(work)
-        self._geometry = {name: _geometry(layer) for name, layer in self._layers}
         # int64 [3] per layer on the input's device: non-zero inputs, forward lanes, events
         self._counts: dict[str, Tensor] = {}
         self._total: dict[str, int] = {}
         self._dense: dict[str, int] = {}  # Σ C·N·OH·OW
         self._usable: dict[tuple, Tensor] = {}  # usable-position masks, by shape and device
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def _usable_mask(self, name: str, h: int, w: int, oh: int, ow: int, device) -> Tensor:
         """Bool ``[H, W]`` of the positions the weight-gradient kernel turns into events, made
@@ -97,7 +139,7 @@ class SpikeRateMonitor:
         """Non-zero inputs, forward lanes ``Σ_c A_c``, events ``Σ_c E_c`` (int64 scalars on the
         input's device) and the dense work ``C·N·OH·OW`` of one input."""
         g = self._geometry[name]
-        x4 = x.flatten(0, -4) if g.conv else x.reshape(-1, x.shape[-1], 1, 1)
+        x4 = x.flatten(0, -4) if g.kind == "conv" else x.reshape(-1, x.shape[-1], 1, 1)
         n, c, h, w = x4.shape
         oh, ow = work.out_hw(h, w, *g.kernel_size, g.stride, g.padding, g.dilation)
         nonzero = x4 != 0
@@ -120,20 +162,6 @@ class SpikeRateMonitor:
             self._total[name] = self._total.get(name, 0) + x.numel()
 
         return record
-
-    def __enter__(self) -> SpikeRateMonitor:
-        for name, layer in self._layers:
-            self._handles.append(layer.register_forward_pre_hook(self._hook(name)))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        """Detach the hooks (the counts stay readable)."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
 
     def reset(self) -> None:
         """Forget the counts collected so far."""

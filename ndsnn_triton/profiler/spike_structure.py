@@ -42,7 +42,7 @@ from ndsnn_triton.kernels.work import (
     map_activity,
     out_hw,
 )
-from ndsnn_triton.nn.layers import MaskedLayer, SpikeConv2d, masked_layers
+from ndsnn_triton.profiler.monitor import Geometry, LayerInputHooks, as_maps
 
 WORD = 32  # elements per word the kernels read
 
@@ -56,48 +56,6 @@ _COUNTERS = (
     "lanes",
     "events",
 )
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """A layer's convolution geometry (a linear layer is 1×1, stride 1, no padding)."""
-
-    kind: str  # "conv" or "linear"
-    out_channels: int
-    kernel_size: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    dilation: tuple[int, int]
-
-
-def layer_geometry(layer: MaskedLayer) -> Geometry:
-    """:class:`Geometry` of a ``SpikeConv2d`` (explicit padding, also for ``"same"``/``"valid"``)
-    or a ``SpikeLinear``."""
-    if isinstance(layer, SpikeConv2d):
-        padding = getattr(layer, "_padding_ints", layer.padding)
-        return Geometry(
-            "conv",
-            layer.out_channels,
-            tuple(layer.kernel_size),
-            tuple(layer.stride),
-            tuple(int(p) for p in padding),
-            tuple(layer.dilation),
-        )
-    return Geometry("linear", layer.weight.shape[0], (1, 1), (1, 1), (0, 0), (1, 1))
-
-
-def as_maps(x: Tensor, kind: str) -> Tensor:
-    """A layer input as contiguous ``[N, C, H, W]``: conv ``[T, B, C, H, W]`` (or already 4-D)
-    → ``[T·B, C, H, W]``; linear ``[..., F]`` → ``[N, F, 1, 1]``."""
-    if kind == "linear":
-        return x.reshape(-1, x.shape[-1], 1, 1).contiguous()
-    if x.dim() == 5:
-        x = x.flatten(0, 1)
-    if x.dim() != 4:
-        raise ValueError(
-            f"conv input must be [T, B, C, H, W] or [N, C, H, W], got {tuple(x.shape)}"
-        )
-    return x.contiguous()
 
 
 @dataclass
@@ -170,7 +128,7 @@ def structure_counts(x4: Tensor, geometry: Geometry) -> tuple[Tensor, dict[str, 
     return counts, sizes
 
 
-class SpikeStructureMonitor:
+class SpikeStructureMonitor(LayerInputHooks):
     """Context manager recording the silent-group structure of every masked layer's input.
 
     >>> with SpikeStructureMonitor(model) as monitor:
@@ -182,10 +140,8 @@ class SpikeStructureMonitor:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        self._layers: list[tuple[str, MaskedLayer]] = masked_layers(model)
-        self._geometry = {name: layer_geometry(layer) for name, layer in self._layers}
+        super().__init__(model)
         self._totals: dict[str, _Totals] = {}
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def _hook(self, name: str):
         geometry = self._geometry[name]
@@ -204,20 +160,6 @@ class SpikeStructureMonitor:
             t.output_shape = (geometry.out_channels, *sizes["out_hw"])
 
         return record
-
-    def __enter__(self) -> SpikeStructureMonitor:
-        for name, layer in self._layers:
-            self._handles.append(layer.register_forward_pre_hook(self._hook(name)))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        """Detach the hooks (the counts stay readable)."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
 
     def reset(self) -> None:
         """Forget everything counted so far."""
