@@ -90,6 +90,56 @@ def aten_reference() -> Iterator[None]:
         _aten_reference = previous
 
 
+# ----------------------------------------------------------------------------- recomputation
+
+#: Default density at or below which a spiking segment is recomputed in backward (see
+#: :mod:`ndsnn_triton.nn.recompute`): recomputing a layer costs one extra sparse forward, at most
+#: this fraction of the layer's dense forward.
+RECOMPUTE_MAX_DENSITY: float = 0.1
+
+
+def _recompute_density(value: float | str, source: str) -> float:
+    try:
+        d = float(value)
+    except (TypeError, ValueError):
+        d = float("nan")
+    if isinstance(value, bool) or not 0.0 <= d <= 1.0:
+        raise ValueError(
+            f"recompute density must be a number in [0, 1] (0 turns recomputation off), got "
+            f"{value!r} (from {source})"
+        )
+    return d
+
+
+_recompute_max_density: float = _recompute_density(
+    os.environ.get("NDSNN_RECOMPUTE_DENSITY", RECOMPUTE_MAX_DENSITY), "NDSNN_RECOMPUTE_DENSITY"
+)
+
+
+def get_recompute_density() -> float:
+    """Weight density at or below which spiking segments recompute their activations in backward
+    instead of saving them (0: never; 1: always)."""
+    return _recompute_max_density
+
+
+def set_recompute_density(max_density: float) -> None:
+    """Set the recompute threshold for every later forward (``NDSNN_RECOMPUTE_DENSITY`` at import)."""
+    global _recompute_max_density
+    _recompute_max_density = _recompute_density(max_density, "set_recompute_density")
+
+
+@contextlib.contextmanager
+def use_recompute_density(max_density: float) -> Iterator[None]:
+    """Context manager: :func:`set_recompute_density` for the block, then the previous value."""
+    global _recompute_max_density
+    previous = _recompute_max_density
+    _recompute_max_density = _recompute_density(max_density, "use_recompute_density")
+    try:
+        yield
+    finally:
+        _recompute_max_density = previous
+
+
 # ----------------------------------------------------------------------------- binary-spike check
 
 SPIKE_CHECK_MODES: tuple[str, ...] = ("auto", "eager", "deferred", "off")

@@ -71,6 +71,9 @@ def _settings() -> dict[str, Any]:
         "ndsnn backend (ndsnn_triton.set_backend)": backend.get_backend(),
         "ndsnn binary-spike check (ndsnn_triton.set_spike_check)": backend.spike_check_mode(),
         "ndsnn aten reference mode": backend.aten_reference_enabled(),
+        "ndsnn recompute density (ndsnn_triton.set_recompute_density)": (
+            backend.get_recompute_density()
+        ),
         "ndsnn kernel registry": dict(backend._KERNELS),
         "environment variables": {k: v for k, v in os.environ.items() if _watched(k)},
     }
@@ -139,6 +142,7 @@ def restore_state(state: ProcessState) -> None:
     backend.set_backend(s["ndsnn backend (ndsnn_triton.set_backend)"])
     backend.set_spike_check(s["ndsnn binary-spike check (ndsnn_triton.set_spike_check)"])
     backend._aten_reference = s["ndsnn aten reference mode"]
+    backend.set_recompute_density(s["ndsnn recompute density (ndsnn_triton.set_recompute_density)"])
     backend._KERNELS.clear()
     backend._KERNELS.update(s["ndsnn kernel registry"])
     env = s["environment variables"]

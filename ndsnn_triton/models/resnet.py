@@ -27,6 +27,7 @@ from ndsnn_triton.models.common import (
     make_lif,
 )
 from ndsnn_triton.nn import SeqToANNContainer, SpikeConv2d, SpikeLinear
+from ndsnn_triton.nn.recompute import run_segment
 
 
 class SpikingBasicBlock(nn.Module):
@@ -50,6 +51,10 @@ class SpikingBasicBlock(nn.Module):
         self.lif2 = make_lif(neuron)
 
     def forward(self, x: Tensor) -> Tensor:
+        # Sparse enough, the block keeps only its int8 input and is rebuilt in backward.
+        return run_segment(self._body, x, (self,))
+
+    def _body(self, x: Tensor) -> Tensor:
         out = self.lif1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out)) + self.shortcut(x)
         return self.lif2(out)

@@ -17,7 +17,13 @@ from ndsnn_triton.models.common import (
     init_weights,
     make_lif,
 )
-from ndsnn_triton.nn import SeqToANNContainer, SpikeConv2d, SpikeLinear, SpikeMaxPool2d
+from ndsnn_triton.nn import (
+    SeqToANNContainer,
+    SpikeConv2d,
+    SpikeLinear,
+    SpikeMaxPool2d,
+    SpikingSequential,
+)
 
 
 class SmallSpikingCNN(nn.Module):
@@ -38,7 +44,7 @@ class SmallSpikingCNN(nn.Module):
             raise ValueError(f"small: image_size must be a multiple of 4, got {image_size!r}")
         self.in_channels, self.image_size = in_channels, image_size
         self.encoder = DirectEncoder(in_channels, width, T, bias=True)
-        self.features = nn.Sequential(
+        self.features = SpikingSequential(
             make_lif(neuron),
             SpikeConv2d(width, 2 * width, 3, padding=1),
             SeqToANNContainer(nn.BatchNorm2d(2 * width)),

@@ -24,7 +24,13 @@ from ndsnn_triton.models.common import (
     init_weights,
     make_lif,
 )
-from ndsnn_triton.nn import SeqToANNContainer, SpikeConv2d, SpikeLinear, SpikeMaxPool2d
+from ndsnn_triton.nn import (
+    SeqToANNContainer,
+    SpikeConv2d,
+    SpikeLinear,
+    SpikeMaxPool2d,
+    SpikingSequential,
+)
 
 #: VGG-16 configuration D: channel counts, "M" = 2×2 max pool.
 CFG_D: tuple[int | str, ...] = (
@@ -87,7 +93,7 @@ class SpikingVGG(nn.Module):
                     make_lif(neuron),
                 ]
                 channels = c
-        self.features = nn.Sequential(*layers)
+        self.features = SpikingSequential(*layers)
         final_map = image_size // 2**pools
         self.avgpool = (
             SeqToANNContainer(nn.AdaptiveAvgPool2d(1)) if final_map > 1 else nn.Identity()

@@ -11,6 +11,7 @@ from ndsnn_triton.nn.layers import (
 from ndsnn_triton.nn.lif import LIF, compact_spikes, reset_net, set_compact_spikes
 from ndsnn_triton.nn.pool import SpikeMaxPool2d
 from ndsnn_triton.nn.readout import predict, temporal_cross_entropy
+from ndsnn_triton.nn.recompute import SpikingSequential, run_segment, should_recompute
 from ndsnn_triton.nn.seq import SeqToANNContainer, flatten_time, unflatten_time
 from ndsnn_triton.nn.spikingjelly import from_spikingjelly
 from ndsnn_triton.nn.surrogate import ATan, Sigmoid, Surrogate
@@ -26,6 +27,7 @@ __all__ = [
     "SpikeConv2d",
     "SpikeLinear",
     "SpikeMaxPool2d",
+    "SpikingSequential",
     "Surrogate",
     "compact_spikes",
     "dense_weight_grads",
@@ -34,7 +36,9 @@ __all__ = [
     "masked_layers",
     "predict",
     "reset_net",
+    "run_segment",
     "set_compact_spikes",
+    "should_recompute",
     "temporal_cross_entropy",
     "to_masked",
     "unflatten_time",
