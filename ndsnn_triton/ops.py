@@ -357,8 +357,13 @@ def _lif_setup_context(ctx, inputs, output):
     _x, _v, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha = inputs[:9]
     int8_spikes = len(inputs) > 9 and bool(inputs[9])  # the raw op may be called without it
     _spike_seq, _v_last, h_seq = output
-    # Only h is kept: the backward recomputes the spikes from it (S = (H - v_th >= 0)).
-    ctx.save_for_backward(h_seq)
+    # The backward needs h alone (it recomputes the spikes, S = (H - v_th >= 0)). Keep h, or the
+    # inputs when their storage is smaller (an input expanded over T, as a direct-coding stem
+    # gives, holds one step): then the backward reruns the forward for h, bit for bit.
+    x_seq, v_init = inputs[:2]
+    inputs_bytes = x_seq.untyped_storage().nbytes() + v_init.untyped_storage().nbytes()
+    ctx.recompute_h = not int8_spikes and inputs_bytes < h_seq.numel() * h_seq.element_size()
+    ctx.save_for_backward(*((x_seq, v_init) if ctx.recompute_h else (h_seq,)))
     ctx.params = (tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha)
     ctx.int8_spikes = int8_spikes
 
@@ -369,7 +374,12 @@ def _lif_backward(ctx, grad_spike, grad_v_last, _grad_h):
             "ndsnn::lif_multistep: int8_spikes=True was used on an input that needs a gradient; "
             "int8 spikes carry none (use float spikes for training)"
         )
-    (h_seq,) = ctx.saved_tensors
+    if ctx.recompute_h:
+        x_seq, v_init = ctx.saved_tensors
+        with torch.no_grad():
+            h_seq = torch.ops.ndsnn.lif_multistep(x_seq, v_init, *ctx.params, False)[2]
+    else:
+        (h_seq,) = ctx.saved_tensors
     if grad_spike is None:
         grad_spike = torch.zeros_like(h_seq)
     if grad_v_last is None:

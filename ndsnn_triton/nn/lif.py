@@ -89,7 +89,8 @@ class LIF(nn.Module):
                 )
             v_init = self.v.to(x_seq.dtype)
         else:
-            v_init = torch.full(step_shape, self.v, dtype=x_seq.dtype, device=x_seq.device)
+            # One stored value for the whole step: the op may keep v_init for its backward.
+            v_init = x_seq.new_full((), self.v).expand(step_shape)
         args = (
             x_seq,
             v_init,
