@@ -13,10 +13,10 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ndsnn_triton.backend import aten_reference_enabled
+from ndsnn_triton.nn.masked_aten import masked_conv2d_aten, masked_linear_aten
 from ndsnn_triton.ops import SPIKE_DTYPES, masked_conv2d, masked_linear, record_mask_count
 
 
@@ -178,11 +178,12 @@ class SpikeConv2d(MaskedLayer, nn.Conv2d):
         dtype = _compute_dtype(x, self.weight)
         bias = None if self.bias is None else self.bias.to(dtype)
         if aten_reference_enabled():
-            w = (self.weight * self.mask).to(dtype)
-            y = F.conv2d(
+            y = masked_conv2d_aten(
                 x.flatten(0, 1).to(dtype),
-                w,
+                self.weight,
+                self.mask,
                 bias,
+                dtype,
                 self.stride,
                 self._padding_ints,
                 self.dilation,
@@ -236,7 +237,7 @@ class SpikeLinear(MaskedLayer, nn.Linear):
         dtype = _compute_dtype(x, self.weight)
         bias = None if self.bias is None else self.bias.to(dtype)
         if aten_reference_enabled():
-            return F.linear(x.to(dtype), (self.weight * self.mask).to(dtype), bias)
+            return masked_linear_aten(x.to(dtype), self.weight, self.mask, bias, dtype)
         y = masked_linear(
             _op_input(x.reshape(-1, x.shape[-1]), dtype),
             self.weight.to(dtype),

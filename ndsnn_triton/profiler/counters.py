@@ -20,6 +20,7 @@ from typing import Any
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ndsnn_triton.backend import use_recompute_density
 from ndsnn_triton.nn import reset_net, temporal_cross_entropy
 
 
@@ -81,9 +82,11 @@ def flop_counter_training_step(
     """FlopCounterMode's total FLOPs of one training step (forward + ``mean_t CE`` + backward).
 
     Returns the total and the per-op counts. Weight gradients are left in ``.grad``.
+    Recomputation (:mod:`ndsnn_triton.nn.recompute`) is off here: it trades memory for one more
+    forward of the recomputed segments, an implementation choice the cost formulas leave out.
     """
     reset_net(model)
-    with FlopCounterMode(display=False) as counter:
+    with use_recompute_density(0.0), FlopCounterMode(display=False) as counter:
         loss = temporal_cross_entropy(model(images), labels)
         loss.backward()
     reset_net(model)
