@@ -9,10 +9,10 @@ its binary input, as int8 (1 byte per neuron; the conv keeps that much anyway), 
 everything else in backward.
 
 Rule (``should_recompute``): a segment is recomputed when a gradient is being recorded, every
-masked layer in it takes binary spikes (``spike_input=True``) at weight density
-``<= get_recompute_density()`` (default :data:`~ndsnn_triton.backend.RECOMPUTE_MAX_DENSITY`
-= 0.1, i.e. the recompute costs at most a tenth of the layer's dense forward; 0 turns it off,
-1 recomputes every spiking segment), and its neurons start from rest (``reset_net`` was called, as
+masked layer in it takes binary spikes (``spike_input=True``) at weight density at most the
+threshold ``get_recompute_density()`` (kept weights ``<= round(threshold * n)``; default
+:data:`~ndsnn_triton.backend.RECOMPUTE_MAX_DENSITY` = 0.1, i.e. the recompute costs at most a
+tenth of the layer's dense forward; 0 turns it off, 1 recomputes every spiking segment), and its neurons start from rest (``reset_net`` was called, as
 for every new batch) and emit float spikes. Dense layers keep saving. Not under
 :func:`~ndsnn_triton.backend.aten_reference` (that path stands for an ordinary PyTorch SNN) nor
 while ``torch.compile`` traces.
@@ -75,7 +75,10 @@ def should_recompute(
         return False
     sub = _submodules(modules)
     masked = [m for m in sub if isinstance(m, MaskedLayer)]
-    if not masked or any(not m.spike_input or m.density > threshold for m in masked):
+    # Counts, as the mask makers round them: a layer pruned to round(d * n) weights is at d.
+    if not masked or any(
+        not m.spike_input or m.kept_weights > round(threshold * m.mask.numel()) for m in masked
+    ):
         return False
     if any(isinstance(m.v, Tensor) or m.compact_spikes for m in sub if isinstance(m, LIF)):
         return False
