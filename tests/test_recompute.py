@@ -30,7 +30,7 @@ from ndsnn_triton.nn import (
     should_recompute,
     temporal_cross_entropy,
 )
-from ndsnn_triton.nn.recompute import sequential_segments
+from ndsnn_triton.nn.recompute import sequential_segments, should_recompute_tail
 from ndsnn_triton.profiler.memory import saved_tensor_bytes
 from ndsnn_triton.sparse.masks import random_masks
 
@@ -80,17 +80,21 @@ def _inputs(name: str) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("density", [1.0, 0.1, 0.01])
 @pytest.mark.parametrize("name", list(CASES))
 def test_gradients_bit_identical_with_recomputation(name, density):
+    """Against saving everything (threshold 0): every segment from its int8 input (threshold 1),
+    and the default rule (dense layers: the tails from the conv outputs; sparse: whole segments)."""
     model = _model(name, density)
-    twin = copy.deepcopy(model)
     images, labels = _inputs(name)
     with use_backend("torch"):
-        saving = _step(model, images, labels, 0.0)
-        recomputing = _step(twin, images, labels, 1.0)
-    _assert_identical(saving, recomputing)
-    # BN statistics moved exactly once (the replay leaves them alone)
-    assert all(
-        int(m.num_batches_tracked) == 1 for m in twin.modules() if isinstance(m, nn.BatchNorm2d)
-    )
+        saving = _step(copy.deepcopy(model), images, labels, 0.0)
+        for threshold in (1.0, RECOMPUTE_MAX_DENSITY):
+            twin = copy.deepcopy(model)
+            _assert_identical(saving, _step(twin, images, labels, threshold))
+            # BN statistics moved exactly once (the replay leaves them alone)
+            assert all(
+                int(m.num_batches_tracked) == 1
+                for m in twin.modules()
+                if isinstance(m, nn.BatchNorm2d)
+            )
 
 
 def test_gradients_bit_identical_under_bf16_autocast():
@@ -105,7 +109,8 @@ def test_gradients_bit_identical_under_bf16_autocast():
 
 
 def test_triton_path_recomputes_within_tolerance():
-    """The Triton kernels (interpreted on CPU) replay deterministically: same gradients."""
+    """The Triton kernels (interpreted on CPU) replay deterministically: same gradients, for the
+    whole segment rebuilt (threshold 1) and for the tail alone (density 0.3 > 0.1)."""
     torch.manual_seed(3)
     net = SpikingSequential(
         LIF(),
@@ -115,22 +120,25 @@ def test_triton_path_recomputes_within_tolerance():
         SeqToANNContainer(SpikeMaxPool2d(2)),
     )
     net[1].set_mask(torch.rand(net[1].weight.shape) < 0.3)
-    twin = copy.deepcopy(net)
     currents = torch.rand(2, 2, 3, 4, 4) * 3
     weights = torch.randn(2, 2, 4, 2, 2)
-    results = []
-    for model, threshold in ((net, 0.0), (twin, 1.0)):
+
+    def run(threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        model = copy.deepcopy(net)
         with use_backend("triton"), use_recompute_density(threshold):
             reset_net(model)
             x = currents.clone().requires_grad_()
             out = model(x)
             (out * weights).sum().backward()
-        results.append((out.detach(), x.grad, net[1].weight.grad, twin[1].weight.grad))
-    (out_a, gx_a, gw_a, _), (out_b, gx_b, _, gw_b) = results
+        return out.detach(), x.grad, model[1].weight.grad
+
+    out_a, gx_a, gw_a = run(0.0)
     assert out_a.sum() > 0 and gw_a.abs().sum() > 0  # spikes and gradients really flow
-    torch.testing.assert_close(out_a, out_b, rtol=0, atol=0)
-    torch.testing.assert_close(gx_a, gx_b, rtol=1e-6, atol=1e-7)
-    torch.testing.assert_close(gw_a, gw_b, rtol=1e-6, atol=1e-7)
+    for threshold in (1.0, RECOMPUTE_MAX_DENSITY):
+        out_b, gx_b, gw_b = run(threshold)
+        torch.testing.assert_close(out_a, out_b, rtol=0, atol=0)
+        torch.testing.assert_close(gx_a, gx_b, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(gw_a, gw_b, rtol=1e-6, atol=1e-7)
 
 
 def _saved(model: nn.Module, images: torch.Tensor, threshold: float) -> dict[str, int]:
@@ -165,10 +173,33 @@ def test_recomputed_small_model_keeps_only_int8_segment_inputs():
         + segment_inputs
         + classifier_input,
     }
-    # the default threshold (0.1) recomputes at density 0.01 and keeps saving at density 1
+    # the default threshold (0.1) recomputes whole segments at density 0.01
     assert _saved(model, images, RECOMPUTE_MAX_DENSITY) == saved
+    # at density 1 the convs run as usual (int8 inputs kept) and each tail keeps its conv output
     dense = _saved(_model("small", 1.0), images, RECOMPUTE_MAX_DENSITY)
-    assert dense["float32"] > 4 * saved["float32"]
+    conv_outputs = T * B * (2 * w * 8 * 8 + 2 * w * 4 * 4) * 4
+    assert dense == {
+        "float32": image + stem_bn_input + stem_bn_stats + lif0_input + conv_outputs,
+        "int8": segment_inputs + classifier_input,
+        "total": image
+        + stem_bn_input
+        + stem_bn_stats
+        + lif0_input
+        + conv_outputs
+        + segment_inputs
+        + classifier_input,
+    }
+    # with recomputation off, BN keeps the conv outputs, the LIFs h, the pools their codes
+    saving = _saved(_model("small", 1.0), images, 0.0)
+    h = conv_outputs
+    bn_stats = 2 * (2 * 2 * w * 4)
+    pool_codes = T * B * (2 * w * 4 * 4 + 2 * w * 2 * 2)
+    assert saving == {
+        "float32": dense["float32"] + h + bn_stats,
+        "int8": dense["int8"],
+        "uint8": pool_codes,
+        "total": dense["total"] + h + bn_stats + pool_codes,
+    }
 
 
 def test_resnet_block_keeps_one_int8_copy_of_its_input():
@@ -249,6 +280,15 @@ def test_should_recompute_rule():
     seq[0].spike_input = False  # analog input cannot be kept as int8
     with use_recompute_density(1.0):
         assert not should_recompute(x, parts)
+    # the weightless tail is rebuilt at any density while recomputation is on
+    y = torch.randn(2, 2, 4, 8, 8, requires_grad=True)
+    with use_recompute_density(0.01):
+        assert should_recompute_tail([y], parts[1:])
+        assert not should_recompute_tail([y], parts)  # a masked layer is no tail
+        with torch.no_grad():
+            assert not should_recompute_tail([y], parts[1:])
+    with use_recompute_density(0.0):
+        assert not should_recompute_tail([y], parts[1:])
 
 
 def test_sequential_segments_cut_before_spiking_layers():

@@ -27,7 +27,7 @@ from ndsnn_triton.models.common import (
     make_lif,
 )
 from ndsnn_triton.nn import SeqToANNContainer, SpikeConv2d, SpikeLinear
-from ndsnn_triton.nn.recompute import run_segment
+from ndsnn_triton.nn.recompute import run_segment, run_tail, should_recompute
 
 
 class SpikingBasicBlock(nn.Module):
@@ -51,13 +51,31 @@ class SpikingBasicBlock(nn.Module):
         self.lif2 = make_lif(neuron)
 
     def forward(self, x: Tensor) -> Tensor:
-        # Sparse enough, the block keeps only its int8 input and is rebuilt in backward.
-        return run_segment(self._body, x, (self,))
+        if should_recompute(x, (self,)):
+            # Sparse enough: the block keeps only its int8 input and is rebuilt in backward.
+            return run_segment(self._body, x, (self,))
+        # Else the convs keep their int8 inputs, and each weightless tail (BN → LIF) its float
+        # input, the conv output BN keeps anyway: h is rebuilt in backward.
+        out = run_tail(self._tail1, [self.conv1(x)], [self.bn1, self.lif1])
+        y2 = self.conv2(out)
+        if isinstance(self.shortcut, nn.Identity):
+            return run_tail(self._tail2, [y2, x], [self.bn2, self.lif2], spikes=[False, True])
+        conv, bn = self.shortcut
+        return run_tail(self._tail2_bn, [y2, conv(x)], [self.bn2, bn, self.lif2])
 
     def _body(self, x: Tensor) -> Tensor:
         out = self.lif1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out)) + self.shortcut(x)
         return self.lif2(out)
+
+    def _tail1(self, y1: Tensor) -> Tensor:
+        return self.lif1(self.bn1(y1))
+
+    def _tail2(self, y2: Tensor, shortcut: Tensor) -> Tensor:
+        return self.lif2(self.bn2(y2) + shortcut)
+
+    def _tail2_bn(self, y2: Tensor, shortcut_conv: Tensor) -> Tensor:
+        return self.lif2(self.bn2(y2) + self.shortcut[1](shortcut_conv))
 
 
 _VARIANTS: dict[str, tuple[int, tuple[int, ...]]] = {

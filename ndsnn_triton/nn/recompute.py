@@ -1,4 +1,4 @@
-"""Recompute sparse spiking segments in backward instead of saving their activations.
+"""Recompute spiking segments in backward instead of saving their activations.
 
 Backpropagation through time keeps every timestep's activations; in a spiking conv → BN → LIF
 block most of them are float: the conv output BN saves (4 bytes per neuron and step in fp32) and
@@ -8,14 +8,21 @@ layer up to the next (``conv → BN → LIF [→ pool]``), or a whole ResNet bas
 its binary input, as int8 (1 byte per neuron; the conv keeps that much anyway), and rebuild
 everything else in backward.
 
-Rule (``should_recompute``): a segment is recomputed when a gradient is being recorded, every
-masked layer in it takes binary spikes (``spike_input=True``) at weight density at most the
-threshold ``get_recompute_density()`` (kept weights ``<= round(threshold * n)``; default
-:data:`~ndsnn_triton.backend.RECOMPUTE_MAX_DENSITY` = 0.1, i.e. the recompute costs at most a
-tenth of the layer's dense forward; 0 turns it off, 1 recomputes every spiking segment), and its neurons start from rest (``reset_net`` was called, as
-for every new batch) and emit float spikes. Dense layers keep saving. Not under
-:func:`~ndsnn_triton.backend.aten_reference` (that path stands for an ordinary PyTorch SNN) nor
-while ``torch.compile`` traces.
+Two rules, both only while a gradient is recorded, the segment's neurons start from rest
+(``reset_net`` was called, as for every new batch) and emit float spikes, recomputation is on
+(threshold > 0), not under :func:`~ndsnn_triton.backend.aten_reference` (that path stands for an
+ordinary PyTorch SNN) and not while ``torch.compile`` traces:
+
+1. **Sparse segment** (``should_recompute``, ``run_segment``): every masked layer in it takes
+   binary spikes (``spike_input=True``) at weight density at most the threshold
+   ``get_recompute_density()`` (kept weights ``<= round(threshold * n)``; default
+   :data:`~ndsnn_triton.backend.RECOMPUTE_MAX_DENSITY` = 0.1: the extra forward costs at most a
+   tenth of the layer's dense one; 1 rebuilds every spiking segment). It keeps its int8 input only.
+2. **Weightless tail** (``should_recompute_tail``, ``run_tail``), at any density: the conv runs
+   as usual (keeping its int8 input), and the modules after it — BN → LIF [→ pool], or a ResNet
+   block's ``LIF(BN(y) + shortcut)`` — keep only their inputs: the conv output, which BN keeps
+   anyway, and the shortcut's spikes as int8. The LIF's ``h`` (4 bytes per neuron and step in
+   fp32) and the pooling codes are rebuilt by rerunning BN and the LIF, elementwise work.
 
 Exactness: the backward re-runs the same modules on the same values (the int8 input is exact for
 binary spikes), with the forward's autocast state, backend and ``dense_weight_grad`` flags, BN on
@@ -26,8 +33,8 @@ bit-identical on the CPU torch backend (``tests/test_recompute.py``). The membra
 left after the segment are outputs of the recomputed function, so a later call without
 ``reset_net`` still backpropagates into them.
 
-Cost: one extra forward of each recomputed segment per training step (sparse conv, BN, LIF,
-pool); peak memory in backward holds one segment's activations at a time.
+Cost: one extra forward per training step of each recomputed segment (sparse conv, BN, LIF,
+pool) or tail (BN, LIF, pool); peak memory in backward holds one segment's activations at a time.
 """
 
 from __future__ import annotations
@@ -59,20 +66,32 @@ def _submodules(modules: Sequence[nn.Module]) -> list[nn.Module]:
     return list(seen.values())
 
 
+def _replayable(inputs: Sequence[Tensor], sub: list[nn.Module]) -> bool:
+    """The conditions both rules share: a gradient is recorded, eager mode, tensors in, neurons
+    at rest emitting float spikes, and something that needs a gradient."""
+    if get_recompute_density() <= 0 or not torch.is_grad_enabled() or aten_reference_enabled():
+        return False
+    if torch.compiler.is_compiling():
+        return False
+    if not all(
+        isinstance(x, Tensor) and (x.is_floating_point() or x.dtype in SPIKE_DTYPES) for x in inputs
+    ):
+        return False
+    if any(isinstance(m.v, Tensor) or m.compact_spikes for m in sub if isinstance(m, LIF)):
+        return False
+    return any(x.requires_grad for x in inputs) or any(
+        p.requires_grad for m in sub for p in m.parameters(False)
+    )
+
+
 def should_recompute(
     x: Tensor, modules: Sequence[nn.Module], max_density: float | None = None
 ) -> bool:
-    """Whether the segment made of ``modules`` recomputes its activations for input ``x``.
+    """Whether the segment made of ``modules`` keeps only its int8 input ``x`` (rule 1).
 
     ``max_density``: the threshold (default :func:`~ndsnn_triton.backend.get_recompute_density`).
     """
     threshold = get_recompute_density() if max_density is None else max_density
-    if threshold <= 0 or not torch.is_grad_enabled() or aten_reference_enabled():
-        return False
-    if torch.compiler.is_compiling() or not isinstance(x, Tensor):
-        return False
-    if not (x.is_floating_point() or x.dtype in SPIKE_DTYPES):
-        return False
     sub = _submodules(modules)
     masked = [m for m in sub if isinstance(m, MaskedLayer)]
     # Counts, as the mask makers round them: a layer pruned to round(d * n) weights is at d.
@@ -80,19 +99,25 @@ def should_recompute(
         not m.spike_input or m.kept_weights > round(threshold * m.mask.numel()) for m in masked
     ):
         return False
-    if any(isinstance(m.v, Tensor) or m.compact_spikes for m in sub if isinstance(m, LIF)):
-        return False
-    return x.requires_grad or any(p.requires_grad for m in sub for p in m.parameters(False))
+    return threshold > 0 and _replayable([x], sub)
+
+
+def should_recompute_tail(inputs: Sequence[Tensor], modules: Sequence[nn.Module]) -> bool:
+    """Whether the weightless tail ``modules`` (BN, LIF, pooling, adds) keeps only its inputs and
+    rebuilds its activations in backward (rule 2: any density, recomputation on)."""
+    sub = _submodules(modules)
+    return not any(isinstance(m, MaskedLayer) for m in sub) and _replayable(inputs, sub)
 
 
 @dataclass
 class _Segment:
     """What the backward needs to replay a segment's forward exactly."""
 
-    run: Callable[[Tensor], Tensor]
+    run: Callable[..., Tensor]
     modules: list[nn.Module]
     lifs: list[LIF]
     params: list[nn.Parameter]
+    spikes: list[bool]  # per input: binary spikes, kept as int8
     training: list[bool] = field(default_factory=list)
     dense_grads: list[bool] = field(default_factory=list)
     autocast: dict[str, tuple[bool, torch.dtype]] = field(default_factory=dict)
@@ -157,66 +182,103 @@ class _Segment:
 
 
 class _RecomputedSegment(torch.autograd.Function):
-    """``(x, *params) -> (y, *v_last)``: saves only ``x`` as int8; the backward reruns the segment."""
+    """``(*inputs, *params) -> (y, *v_last)``: keeps only the inputs (spike inputs as int8); the
+    backward reruns the segment."""
 
     @staticmethod
-    def forward(ctx, segment: _Segment, x: Tensor, *params: Tensor) -> tuple[Tensor, ...]:
+    def forward(ctx, segment: _Segment, n_inputs: int, *args: Tensor) -> tuple[Tensor, ...]:
         ctx.set_materialize_grads(False)
+        inputs, params = args[:n_inputs], args[n_inputs:]
         segment.capture()
-        y = segment.run(x)
+        y = segment.run(*inputs)
         v_last = tuple(lif.v for lif in segment.lifs)
-        ctx.segment = segment
-        ctx.x_dtype = x.dtype
-        # Binary spikes are exact in int8; the segment's first layer checked them.
-        ctx.save_for_backward(x if x.dtype in SPIKE_DTYPES else x.to(torch.int8), *params)
+        ctx.segment, ctx.n_inputs = segment, n_inputs
+        ctx.dtypes = [x.dtype for x in inputs]
+        # Binary spikes are exact in int8; the layers reading them checked them.
+        kept = [
+            x.to(torch.int8) if spikes and x.dtype not in SPIKE_DTYPES else x
+            for x, spikes in zip(inputs, segment.spikes, strict=True)
+        ]
+        ctx.save_for_backward(*kept, *params)
         return (y, *v_last)
 
     @staticmethod
     def backward(ctx, grad_y: Tensor | None, *grad_v: Tensor | None) -> tuple[Tensor | None, ...]:
         segment: _Segment = ctx.segment
-        saved_x, *_params = ctx.saved_tensors  # unpacked for autograd's in-place checks
-        x = saved_x.to(ctx.x_dtype).requires_grad_(ctx.needs_input_grad[1])
-        wanted = [
-            p for p, need in zip(segment.params, ctx.needs_input_grad[2:], strict=True) if need
+        n = ctx.n_inputs
+        saved = ctx.saved_tensors  # unpacked for autograd's in-place checks
+        inputs = [
+            x.detach().to(dtype).requires_grad_(need)
+            for x, dtype, need in zip(
+                saved[:n], ctx.dtypes, ctx.needs_input_grad[2 : 2 + n], strict=True
+            )
         ]
+        needs_param = ctx.needs_input_grad[2 + n :]
+        wanted = [p for p, need in zip(segment.params, needs_param, strict=True) if need]
         with torch.enable_grad(), segment.replay():
-            y = segment.run(x)
+            y = segment.run(*inputs)
             outputs = [y, *(lif.v for lif in segment.lifs)]
         pairs = [
             (o, g)
             for o, g in zip(outputs, (grad_y, *grad_v), strict=True)
             if g is not None and o.requires_grad
         ]
-        inputs = ([x] if x.requires_grad else []) + wanted
-        grads: list[Tensor | None] = [None] * len(inputs)
-        if pairs and inputs:
+        sources = [x for x in inputs if x.requires_grad] + wanted
+        grads: list[Tensor | None] = [None] * len(sources)
+        if pairs and sources:
             grads = list(
                 torch.autograd.grad(
-                    [o for o, _ in pairs], inputs, [g for _, g in pairs], allow_unused=True
+                    [o for o, _ in pairs], sources, [g for _, g in pairs], allow_unused=True
                 )
             )
-        grad_x = grads.pop(0) if x.requires_grad else None
-        by_param = iter(grads)
-        grad_params = [next(by_param) if need else None for need in ctx.needs_input_grad[2:]]
-        return (None, grad_x, *grad_params)
+        found = iter(grads)
+        grad_inputs = [next(found) if x.requires_grad else None for x in inputs]
+        grad_params = [next(found) if need else None for need in needs_param]
+        return (None, None, *grad_inputs, *grad_params)
+
+
+def _apply(
+    run: Callable[..., Tensor],
+    inputs: Sequence[Tensor],
+    spikes: Sequence[bool],
+    modules: Sequence[nn.Module],
+) -> Tensor:
+    sub = _submodules(modules)
+    lifs = [m for m in sub if isinstance(m, LIF)]
+    params = list({id(p): p for m in sub for p in m.parameters(False) if p.requires_grad}.values())
+    segment = _Segment(run, sub, lifs, params, list(spikes))
+    y, *v_last = _RecomputedSegment.apply(segment, len(inputs), *inputs, *params)
+    for lif, v in zip(lifs, v_last, strict=True):
+        lif.v = v
+    return y
 
 
 def run_segment(run: Callable[[Tensor], Tensor], x: Tensor, modules: Sequence[nn.Module]) -> Tensor:
-    """``run(x)``, recomputed in backward when :func:`should_recompute` says so.
+    """``run(x)``, keeping only ``x`` as int8 and recomputing the rest in backward when
+    :func:`should_recompute` says so (else plain ``run(x)``).
 
     ``modules``: every module ``run`` uses (their parameters get gradients; their neurons' state
     and BN statistics are handled). ``x``: binary spikes ``[T, B, ...]``.
     """
     if not should_recompute(x, modules):
         return run(x)
-    sub = _submodules(modules)
-    lifs = [m for m in sub if isinstance(m, LIF)]
-    params = list({id(p): p for m in sub for p in m.parameters(False) if p.requires_grad}.values())
-    segment = _Segment(run, sub, lifs, params)
-    y, *v_last = _RecomputedSegment.apply(segment, x, *params)
-    for lif, v in zip(lifs, v_last, strict=True):
-        lif.v = v
-    return y
+    return _apply(run, [x], [True], modules)
+
+
+def run_tail(
+    run: Callable[..., Tensor],
+    inputs: Sequence[Tensor],
+    modules: Sequence[nn.Module],
+    spikes: Sequence[bool] | None = None,
+) -> Tensor:
+    """``run(*inputs)`` for a weightless tail (BN → LIF [→ pool], or ``LIF(BN(y) + shortcut)``),
+    keeping only ``inputs`` — float as they are, those flagged in ``spikes`` as int8 — when
+    :func:`should_recompute_tail` says so (else plain ``run(*inputs)``). The BN's input is what
+    BN keeps anyway; the LIF's ``h`` and the pooling code are rebuilt in backward."""
+    spikes = [False] * len(inputs) if spikes is None else list(spikes)
+    if not should_recompute_tail(inputs, modules):
+        return run(*inputs)
+    return _apply(run, inputs, spikes, modules)
 
 
 def sequential_segments(modules: Sequence[nn.Module]) -> list[tuple[int, int]]:
@@ -250,7 +312,11 @@ class SpikingSequential(nn.Sequential):
     def forward(self, x: Tensor) -> Tensor:
         layers = list(self)
         for start, stop in sequential_segments(layers):
-            part = layers[start:stop]
-            spiking = isinstance(part[0], MaskedLayer) and part[0].spike_input
-            x = run_segment(_chain(part), x, part) if spiking else _chain(part)(x)
+            head, tail = layers[start], layers[start + 1 : stop]
+            if not (isinstance(head, MaskedLayer) and head.spike_input):
+                x = _chain(layers[start:stop])(x)
+            elif should_recompute(x, layers[start:stop]):
+                x = _apply(_chain(layers[start:stop]), [x], [True], layers[start:stop])
+            else:
+                x = run_tail(_chain(tail), [head(x)], tail) if tail else head(x)
         return x
