@@ -400,6 +400,65 @@ def measure(
     return rows
 
 
+def recompute_flops(
+    models: tuple[str, ...] = MODELS,
+    densities: tuple[float, ...] = DENSITIES,
+    batch: int = BATCHES[0],
+    T: int = T,
+) -> list[dict[str, Any]]:
+    """The price of recomputation in FLOPs: ``FlopCounterMode``'s count of one fp32 training step
+    (forward, ``mean_t`` cross-entropy, backward; the ``ndsnn::`` ops' formulas, which count kept
+    weights and non-zero spikes) with recomputation off and at the default threshold. Elementwise
+    work (BN, LIF, pooling, which the tails rebuild) counts 0 there."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ndsnn_triton.nn import temporal_cross_entropy
+
+    rows = []
+    g = torch.Generator().manual_seed(SEED)
+    images = torch.rand(batch, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g)
+    labels = torch.randint(0, NUM_CLASSES, (batch,), generator=g)
+    threshold = ndsnn_triton.get_recompute_density()
+    with ndsnn_triton.use_backend("torch"):
+        for model in models:
+            for density in densities:
+                net = library_network(model, density, T)
+                counts = {}
+                for name, t in (("saving", 0.0), ("default", threshold)):
+                    reset_net(net)
+                    with (
+                        ndsnn_triton.use_recompute_density(t),
+                        FlopCounterMode(display=False) as counter,
+                    ):
+                        temporal_cross_entropy(net(images), labels).backward()
+                    counts[name] = int(counter.get_total_flops())
+                reset_net(net)
+                rows.append(
+                    {
+                        "model": model,
+                        "density": density,
+                        "batch": batch,
+                        "flops_saving": counts["saving"],
+                        "flops_recomputing": counts["default"],
+                        "overhead": round(counts["default"] / counts["saving"] - 1, 6),
+                    }
+                )
+    return rows
+
+
+def readme_recompute_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: training-step FLOPs added by recomputation, per model and density."""
+    densities = sorted({r["density"] for r in rows}, reverse=True)
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    by = {(r["model"], r["density"]): r for r in rows}
+    head = "| training-step FLOPs added | " + " | ".join(f"d = {d:g}" for d in densities) + " |"
+    lines = [head, "|---|" + "---:|" * len(densities)]
+    for m in models:
+        cells = [f"+{100 * by[(m, d)]['overhead']:.1f} %" for d in densities]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def settings(batches: tuple[int, int] = BATCHES, T: int = T) -> dict[str, Any]:
     """What the measurement assumed (written into the JSON beside the results)."""
     try:
@@ -581,11 +640,17 @@ def main(argv: list[str] | None = None) -> Path:
     start = time.perf_counter()
     with num_threads(args.threads):
         rows = measure()
-        doc = {"environment": environment(), "settings": settings(), "results": rows}
+        doc = {
+            "environment": environment(),
+            "settings": settings(),
+            "results": rows,
+            "recompute_flops": recompute_flops(),
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
     plot(doc, args.png)
     print(readme_table(rows))
+    print(readme_recompute_table(doc["recompute_flops"]))
     print(f"measured in {time.perf_counter() - start:.1f} s; wrote {args.out} and {args.png}")
     return args.out
 

@@ -224,7 +224,8 @@ def test_train_step_cpu(request, benchmark, density, kind):
     calls: list[Callable[[], None]] = []
 
     def timer(fn: Callable[[], None]) -> list[float]:
-        """The step through pytest-benchmark; a later call (the index rebuild) by perf_counter."""
+        """The step through pytest-benchmark; later calls (the step saving every activation,
+        the index rebuild) by perf_counter."""
         calls.append(fn)
         if len(calls) > 1:
             if timed:

@@ -11,7 +11,10 @@ split, random masks) it records
   (``kind="rebuild"``);
 
 with ``triton.testing.do_bench`` medians and quantiles, the peak GPU memory of one step (library
-caches freed and CUDA's cache emptied between cases) and the measured mean input spike rate. Configurations: ``auto_*`` runs the ``ndsnn`` ops on backend
+caches freed and CUDA's cache emptied between cases) and the measured mean input spike rate, at
+the default recompute threshold (:mod:`ndsnn_triton.nn.recompute`) and again saving every
+activation (``saving_all_median_ms``, ``saving_all_peak_memory_bytes``: what recomputation buys
+in peak memory and costs in time). Configurations: ``auto_*`` runs the ``ndsnn`` ops on backend
 ``auto`` (Triton where it wins, else cuDNN), ``dense_*`` the same model on backend ``torch``
 (cuDNN/cuBLAS on the masked dense weight, eager LIF), each in bf16 autocast and in fp32.
 Timed steps run with the binary-spike input check off (``use_spike_check(False)``: it is a
@@ -137,14 +140,21 @@ def measure_case(
     ``timer(fn)`` returns ``fn``'s times in ms at ``quantiles`` (the median first)."""
     backend, amp = CONFIGS[config]
     cuda = case.x.device.type == "cuda"
-    with ndsnn_triton.use_backend(backend), ndsnn_triton.use_spike_check(False):
+
+    def peak_and_times() -> tuple[int | None, list[float]]:
         case.run(amp)  # warm-up: autotuning, the auto dispatch's timing, index builds
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         case.run(amp)
         peak = torch.cuda.max_memory_allocated() if cuda else None
-        times = timer(lambda: case.run(amp))
+        return peak, timer(lambda: case.run(amp))
+
+    with ndsnn_triton.use_backend(backend), ndsnn_triton.use_spike_check(False):
+        peak, times = peak_and_times()
+        # the same step saving every activation: what recomputation buys (peak) and costs (time)
+        with ndsnn_triton.use_recompute_density(0.0):
+            saving_peak, saving_times = peak_and_times()
     base = {
         "model": case.model_name,
         "config": config,
@@ -165,6 +175,9 @@ def measure_case(
             "quantiles": quantiles,
             "quantiles_ms": times,
             "peak_memory_bytes": peak,
+            "recompute_density": ndsnn_triton.get_recompute_density(),
+            "saving_all_median_ms": saving_times[0],
+            "saving_all_peak_memory_bytes": saving_peak,
         }
     ]
     if case.kind == "update":

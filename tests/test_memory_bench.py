@@ -181,3 +181,17 @@ def test_readme_table_and_plot_without_spikingjelly(tmp_path):
     assert "| vgg16 | fp32 | — |" in table and "×" not in table.split("\n", 2)[2]
     png = bench_memory.plot(doc | {"results": rows}, tmp_path / "memory.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_recorded_recompute_flops_are_current_and_readme_quotes_them():
+    """FlopCounterMode counts the recomputation's extra forward (and runs through the replay):
+    a fresh count of ResNet-19 at d = 0.01 equals the recorded one; README quotes the table."""
+    doc = _recorded()
+    rows = doc["recompute_flops"]
+    with num_threads(1), ndsnn_triton.use_recompute_density(doc["settings"]["recompute_density"]):
+        (fresh,) = bench_memory.recompute_flops(("resnet19",), (0.01,), batch=rows[0]["batch"])
+    (want,) = [r for r in rows if (r["model"], r["density"]) == ("resnet19", 0.01)]
+    assert fresh == want
+    assert fresh["flops_recomputing"] > fresh["flops_saving"] > 0
+    assert all(r["overhead"] == 0 for r in rows if r["density"] == 1.0)  # tails: elementwise
+    assert bench_memory.readme_recompute_table(rows) in (ROOT / "README.md").read_text()

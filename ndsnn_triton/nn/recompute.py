@@ -190,7 +190,9 @@ class _RecomputedSegment(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         inputs, params = args[:n_inputs], args[n_inputs:]
         segment.capture()
-        y = segment.run(*inputs)
+        # Detached: the modules see no input that asks for a gradient in this no-grad forward
+        # (global module hooks such as FlopCounterMode's tracker would try to hook its graph).
+        y = segment.run(*(x.detach() for x in inputs))
         v_last = tuple(lif.v for lif in segment.lifs)
         ctx.segment, ctx.n_inputs = segment, n_inputs
         ctx.dtypes = [x.dtype for x in inputs]
@@ -216,7 +218,9 @@ class _RecomputedSegment(torch.autograd.Function):
         needs_param = ctx.needs_input_grad[2 + n :]
         wanted = [p for p, need in zip(segment.params, needs_param, strict=True) if need]
         with torch.enable_grad(), segment.replay():
-            y = segment.run(*inputs)
+            # Views, not the leaves themselves: hooks on module inputs (FlopCounterMode's module
+            # tracker) then attach to a node that this autograd.grad call may run.
+            y = segment.run(*(x.view_as(x) if x.requires_grad else x for x in inputs))
             outputs = [y, *(lif.v for lif in segment.lifs)]
         pairs = [
             (o, g)
