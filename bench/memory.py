@@ -612,13 +612,14 @@ def plot(doc: dict[str, Any], out: Path = OUT_PNG) -> Path:
         "Activation memory autograd saves for backpropagation through time, per sample: "
         "ndsnn_triton vs SpikingJelly 2.0\n"
         f"T = {s['T']}, 32×32 images, train mode; per sample = slope between batch "
-        f"{s['batches'][0]} and {s['batches'][1]}; weight densities {densities} (random masks); "
-        f"segments at density ≤ {s['recompute_density']:g} recompute in backward\n"
+        f"{s['batches'][0]} and {s['batches'][1]}; weight densities {densities} (random masks)\n"
+        f"library: segments at density ≤ {s['recompute_density']:g} rebuilt in backward from int8 "
+        "inputs, BN → LIF tails from conv outputs at any density\n"
         "byte counts on the CPU: the library's hold on any device, SpikingJelly's LIF is its CPU "
         "path; constant bytes (weights, masks, bf16 weight copies) are in memory.json",
         fontsize=9.5,
     )
-    fig.tight_layout(rect=(0, 0.05, 1, 0.99))
+    fig.tight_layout(rect=(0, 0.05, 1, 0.98))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
