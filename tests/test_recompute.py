@@ -349,3 +349,23 @@ def test_lif_keeps_an_expanded_input_instead_of_h():
         expected = step.numel() * 4 + 4 if not contiguous else T * step.numel() * 4
         assert saved["total"] == expected
     assert torch.equal(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("name", ["small", "resnet19"])
+def test_torch_compile_traces_without_breaks_and_saves_as_usual(name):
+    """Under torch.compile the rules step aside before touching a module (no graph break with
+    fullgraph=True); the compiled step's gradients match the eager recomputing one."""
+    torch._dynamo.reset()
+    model = _model(name, 0.05)
+    twin = copy.deepcopy(model)
+    images, labels = _inputs(name)
+    with use_backend("torch"):
+        eager = _step(model, images, labels, RECOMPUTE_MAX_DENSITY)
+        compiled = torch.compile(twin, backend="aot_eager", fullgraph=True)
+        reset_net(twin)
+        out = compiled(images)
+        temporal_cross_entropy(out, labels).backward()
+    torch.testing.assert_close(out, eager[0])
+    for n, p in twin.named_parameters():
+        torch.testing.assert_close(p.grad, eager[1][n], rtol=1e-5, atol=1e-6, msg=n)
+    torch._dynamo.reset()

@@ -60,8 +60,8 @@ class SpikingBasicBlock(nn.Module):
         y2 = self.conv2(out)
         if isinstance(self.shortcut, nn.Identity):
             return run_tail(self._tail2, [y2, x], [self.bn2, self.lif2], spikes=[False, True])
-        conv, bn = self.shortcut
-        return run_tail(self._tail2_bn, [y2, conv(x)], [self.bn2, bn, self.lif2])
+        shortcut_conv, shortcut_bn = self.shortcut[0], self.shortcut[1]
+        return run_tail(self._tail2_bn, [y2, shortcut_conv(x)], [self.bn2, shortcut_bn, self.lif2])
 
     def _body(self, x: Tensor) -> Tensor:
         out = self.lif1(self.bn1(self.conv1(x)))

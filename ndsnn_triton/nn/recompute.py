@@ -66,13 +66,17 @@ def _submodules(modules: Sequence[nn.Module]) -> list[nn.Module]:
     return list(seen.values())
 
 
-def _replayable(inputs: Sequence[Tensor], sub: list[nn.Module]) -> bool:
-    """The conditions both rules share: a gradient is recorded, eager mode, tensors in, neurons
-    at rest emitting float spikes, and something that needs a gradient."""
-    if get_recompute_density() <= 0 or not torch.is_grad_enabled() or aten_reference_enabled():
-        return False
+def _switched_on() -> bool:
+    """Recomputation on, a gradient recorded, eager mode: checked first, before any module is
+    looked at (under ``torch.compile`` tracing nothing else is touched)."""
     if torch.compiler.is_compiling():
         return False
+    return get_recompute_density() > 0 and torch.is_grad_enabled() and not aten_reference_enabled()
+
+
+def _replayable(inputs: Sequence[Tensor], sub: list[nn.Module]) -> bool:
+    """The conditions both rules share besides :func:`_switched_on`: tensors in, neurons at rest
+    emitting float spikes, and something that needs a gradient."""
     if not all(
         isinstance(x, Tensor) and (x.is_floating_point() or x.dtype in SPIKE_DTYPES) for x in inputs
     ):
@@ -91,6 +95,8 @@ def should_recompute(
 
     ``max_density``: the threshold (default :func:`~ndsnn_triton.backend.get_recompute_density`).
     """
+    if not _switched_on():
+        return False
     threshold = get_recompute_density() if max_density is None else max_density
     sub = _submodules(modules)
     masked = [m for m in sub if isinstance(m, MaskedLayer)]
@@ -105,6 +111,8 @@ def should_recompute(
 def should_recompute_tail(inputs: Sequence[Tensor], modules: Sequence[nn.Module]) -> bool:
     """Whether the weightless tail ``modules`` (BN, LIF, pooling, adds) keeps only its inputs and
     rebuilds its activations in backward (rule 2: any density, recomputation on)."""
+    if not _switched_on():
+        return False
     sub = _submodules(modules)
     return not any(isinstance(m, MaskedLayer) for m in sub) and _replayable(inputs, sub)
 
