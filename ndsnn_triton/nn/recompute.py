@@ -11,7 +11,7 @@ everything else in backward.
 Two rules, both only while a gradient is recorded, the segment's neurons start from rest
 (``reset_net`` was called, as for every new batch) and emit float spikes, recomputation is on
 (threshold > 0), not under :func:`~ndsnn_triton.backend.aten_reference` (that path stands for an
-ordinary PyTorch SNN) and not while ``torch.compile`` traces:
+ordinary PyTorch SNN) and not while ``torch.compile`` or ``torch.jit`` (fvcore) traces:
 
 1. **Sparse segment** (``should_recompute``, ``run_segment``): every masked layer in it takes
    binary spikes (``spike_input=True``) at weight density at most the threshold
@@ -68,8 +68,8 @@ def _submodules(modules: Sequence[nn.Module]) -> list[nn.Module]:
 
 def _switched_on() -> bool:
     """Recomputation on, a gradient recorded, eager mode: checked first, before any module is
-    looked at (under ``torch.compile`` tracing nothing else is touched)."""
-    if torch.compiler.is_compiling():
+    looked at (under ``torch.compile`` or ``torch.jit`` tracing nothing else is touched)."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
     return get_recompute_density() > 0 and torch.is_grad_enabled() and not aten_reference_enabled()
 
