@@ -66,12 +66,13 @@ def _submodules(modules: Sequence[nn.Module]) -> list[nn.Module]:
     return list(seen.values())
 
 
-def _switched_on() -> bool:
-    """Recomputation on, a gradient recorded, eager mode: checked first, before any module is
-    looked at (under ``torch.compile`` or ``torch.jit`` tracing nothing else is touched)."""
+def _switched_on(threshold: float) -> bool:
+    """Recomputation on (``threshold > 0``), a gradient recorded, eager mode: checked first,
+    before any module is looked at (under ``torch.compile`` or ``torch.jit`` tracing nothing else
+    is touched)."""
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
-    return get_recompute_density() > 0 and torch.is_grad_enabled() and not aten_reference_enabled()
+    return threshold > 0 and torch.is_grad_enabled() and not aten_reference_enabled()
 
 
 def _replayable(inputs: Sequence[Tensor], sub: list[nn.Module]) -> bool:
@@ -95,9 +96,9 @@ def should_recompute(
 
     ``max_density``: the threshold (default :func:`~ndsnn_triton.backend.get_recompute_density`).
     """
-    if not _switched_on():
-        return False
     threshold = get_recompute_density() if max_density is None else max_density
+    if not _switched_on(threshold):
+        return False
     sub = _submodules(modules)
     masked = [m for m in sub if isinstance(m, MaskedLayer)]
     # Counts, as the mask makers round them: a layer pruned to round(d * n) weights is at d.
@@ -105,13 +106,13 @@ def should_recompute(
         not m.spike_input or m.kept_weights > round(threshold * m.mask.numel()) for m in masked
     ):
         return False
-    return threshold > 0 and _replayable([x], sub)
+    return _replayable([x], sub)
 
 
 def should_recompute_tail(inputs: Sequence[Tensor], modules: Sequence[nn.Module]) -> bool:
     """Whether the weightless tail ``modules`` (BN, LIF, pooling, adds) keeps only its inputs and
     rebuilds its activations in backward (rule 2: any density, recomputation on)."""
-    if not _switched_on():
+    if not _switched_on(get_recompute_density()):
         return False
     sub = _submodules(modules)
     return not any(isinstance(m, MaskedLayer) for m in sub) and _replayable(inputs, sub)
