@@ -27,7 +27,7 @@ from ndsnn_triton.models.common import (
     make_lif,
 )
 from ndsnn_triton.nn import SeqToANNContainer, SpikeConv2d, SpikeLinear
-from ndsnn_triton.nn.recompute import run_segment, run_tail, should_recompute
+from ndsnn_triton.nn.recompute import run_segment, run_tail
 
 
 class SpikingBasicBlock(nn.Module):
@@ -51,11 +51,12 @@ class SpikingBasicBlock(nn.Module):
         self.lif2 = make_lif(neuron)
 
     def forward(self, x: Tensor) -> Tensor:
-        if should_recompute(x, (self,)):
-            # Sparse enough: the block keeps only its int8 input and is rebuilt in backward.
-            return run_segment(self._body, x, (self,))
-        # Else the convs keep their int8 inputs, and each weightless tail (BN → LIF) its float
-        # input, the conv output BN keeps anyway: h is rebuilt in backward.
+        # Sparse enough, the block keeps only its int8 input and is rebuilt in backward.
+        return run_segment(self._body, x, (self,), otherwise=self._forward_saving_convs)
+
+    def _forward_saving_convs(self, x: Tensor) -> Tensor:
+        """The convs keep their int8 inputs, and each weightless tail (BN → LIF) its float input,
+        the conv output BN keeps anyway: h is rebuilt in backward."""
         out = run_tail(self._tail1, [self.conv1(x)], [self.bn1, self.lif1])
         y2 = self.conv2(out)
         if isinstance(self.shortcut, nn.Identity):

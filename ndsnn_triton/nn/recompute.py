@@ -266,15 +266,21 @@ def _apply(
     return y
 
 
-def run_segment(run: Callable[[Tensor], Tensor], x: Tensor, modules: Sequence[nn.Module]) -> Tensor:
+def run_segment(
+    run: Callable[[Tensor], Tensor],
+    x: Tensor,
+    modules: Sequence[nn.Module],
+    otherwise: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
     """``run(x)``, keeping only ``x`` as int8 and recomputing the rest in backward when
-    :func:`should_recompute` says so (else plain ``run(x)``).
+    :func:`should_recompute` says so; else ``otherwise(x)`` (default: plain ``run(x)``), e.g. a
+    forward that rebuilds only its weightless tails.
 
     ``modules``: every module ``run`` uses (their parameters get gradients; their neurons' state
     and BN statistics are handled). ``x``: binary spikes ``[T, B, ...]``.
     """
     if not should_recompute(x, modules):
-        return run(x)
+        return (run if otherwise is None else otherwise)(x)
     return _apply(run, [x], [True], modules)
 
 
@@ -325,11 +331,16 @@ class SpikingSequential(nn.Sequential):
     def forward(self, x: Tensor) -> Tensor:
         layers = list(self)
         for start, stop in sequential_segments(layers):
-            head, tail = layers[start], layers[start + 1 : stop]
+            part, head, tail = layers[start:stop], layers[start], layers[start + 1 : stop]
             if not (isinstance(head, MaskedLayer) and head.spike_input):
-                x = _chain(layers[start:stop])(x)
-            elif should_recompute(x, layers[start:stop]):
-                x = _apply(_chain(layers[start:stop]), [x], [True], layers[start:stop])
+                x = _chain(part)(x)
             else:
-                x = run_tail(_chain(tail), [head(x)], tail) if tail else head(x)
+                x = run_segment(
+                    _chain(part),
+                    x,
+                    part,
+                    otherwise=lambda x, head=head, tail=tail: (
+                        run_tail(_chain(tail), [head(x)], tail) if tail else head(x)
+                    ),
+                )
         return x
