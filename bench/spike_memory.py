@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from bench.environment import environment
+from bench.memory import fit
 from ndsnn_triton.models import build_model
 from ndsnn_triton.profiler.memory import spike_memory
 
@@ -42,8 +43,7 @@ def measure(batches: tuple[int, int], T: int, seed: int = 0) -> list[dict]:
         torch.manual_seed(seed)
         model = build_model(name, num_classes=10, T=T)
         runs = [spike_memory(model, torch.rand(b, 3, 32, 32)) for b in batches]
-        low, high = (_totals(r) for r in runs)
-        per_sample = {k: (high[k] - low[k]) / (batches[1] - batches[0]) for k in low}
+        per_sample, _ = fit({b: _totals(r) for b, r in zip(batches, runs, strict=True)})
         rows.append(
             {
                 "model": name,
