@@ -678,33 +678,25 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def _add_roofline_parser(sub: argparse._SubParsersAction) -> None:
-    from ndsnn_triton.profiler.roofline import PEAKS
+    from ndsnn_triton.kernels.perf_model import GPUS
 
     p = sub.add_parser(
         "roofline",
-        help="per-launch work model and roofline bounds for VGG-16 (a model, not a measurement)",
-        description="Print (or write) the minimum bytes, FLOPs and roofline lower bound of every "
-        "kernel launch for SPEC's VGG-16 layers and LIF sizes, beside SPEC's measured H100 times.",
+        help="GPU time model of the sparse kernels: calibration and per-layer predictions "
+        "(a model, not a measurement)",
+        description="Print (or write) the kernels' time model: its constants fitted on recorded "
+        "GPU runs with the error per case, and the predicted time of every launch of every "
+        "spike-input VGG-16 and ResNet-19 layer beside the dense cuDNN path.",
     )
     p.add_argument("--out", default=None, help="write the markdown here instead of printing it")
     p.add_argument(
-        "--gpu",
-        nargs="+",
-        choices=sorted(PEAKS),
-        default=["h100", "h200"],
-        help="peak sets to bound with (default: h100 h200)",
+        "--gpu", choices=sorted(GPUS), default="H200", help="GPU to predict for (default H200)"
     )
     p.add_argument(
         "--dtype",
-        choices=sorted(_DTYPES),
+        choices=["bf16", "fp16", "fp32"],
         default="bf16",
-        help="weights, outputs, gradients (default bf16)",
-    )
-    p.add_argument(
-        "--spike-dtype",
-        choices=["int8", *sorted(_DTYPES)],
-        default=None,
-        help="conv forward input spikes (default: --dtype, float spikes as in training)",
+        help="compute dtype of the layers (default bf16; weights stay fp32)",
     )
     p.set_defaults(func=_cmd_roofline)
 
@@ -712,11 +704,9 @@ def _add_roofline_parser(sub: argparse._SubParsersAction) -> None:
 def _cmd_roofline(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ndsnn_triton.profiler.roofline import TableConfig, render_markdown
+    from ndsnn_triton.profiler.roofline import render_markdown
 
-    dtype = _DTYPES[args.dtype]
-    spike = {**_DTYPES, "int8": torch.int8}[args.spike_dtype] if args.spike_dtype else dtype
-    text = render_markdown(TableConfig(dtype=dtype, spike_dtype=spike, gpus=tuple(args.gpu)))
+    text = render_markdown(args.gpu, _DTYPES[args.dtype])
     if args.out is None:
         print(text, end="")
         return 0

@@ -21,7 +21,13 @@ import torch
 from torch import Tensor
 
 from ndsnn_triton.backend import defer_spike_error, resolve, spike_check_for, spike_error
-from ndsnn_triton.kernels.lif import lif_backward_ref, lif_forward_ref
+from ndsnn_triton.companion import SpikeCompanion, attach, companion_of
+from ndsnn_triton.kernels.lif import (
+    companion_map_size,
+    lif_backward_ref,
+    lif_companion_ref,
+    lif_forward_ref,
+)
 
 # For nn layers: the mask's kept count is recorded at set_mask's host sync, so the kernels' index
 # is sized with no extra host synchronisation.
@@ -36,11 +42,15 @@ from ndsnn_triton.kernels.spike_linear import (
     masked_linear_ref,
     masked_linear_weight_grad_ref,
 )
+from ndsnn_triton.kernels.spike_prep import COMPACT, map_geometry, spike_prep_ref
 from ndsnn_triton.neuron_equations import SURROGATES
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 #: dtypes a binary spike input may come in besides the float ones (1 byte per spike)
-SPIKE_DTYPES = (torch.int8, torch.uint8, torch.bool)
+SPIKE_DTYPES = COMPACT
+#: compute dtypes that may read an fp32 master weight as it is stored (mixed precision, as
+#: autocast runs a layer; the weight gradient comes back in fp32)
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def _check_binary(x: Tensor, op: str) -> None:
@@ -69,11 +79,49 @@ def _conv_out_hw(
     ]
 
 
-def _saved_input(x: Tensor, spike_input: bool) -> Tensor:
+def _saved_input(x: Tensor, spike_input: bool, spikes: Tensor | None) -> Tensor:
     """What the backward keeps of a layer input: binary spikes as int8 (1 byte instead of 2 or 4;
-    lossless, the forward checked them; an int8 input is kept as is, without a copy), analog
-    input as is. Only the weight gradient reads it."""
-    return x.to(torch.int8) if spike_input else x
+    lossless, the forward checked them) — the companion's copy where one came with the input, an
+    int8 input as is, else a cast — and analog input as is. Only the weight gradient reads it."""
+    if not spike_input:
+        return x
+    return spikes if spikes is not None else x.to(torch.int8)
+
+
+# ----------------------------------------------------------------------------- spike prep
+
+
+@torch.library.custom_op("ndsnn::spike_prep", mutates_args=())
+def _spike_prep(x: Tensor, op: str) -> tuple[Tensor, Tensor]:
+    """``(spikes_i8, active)`` of a spike input no LIF described, checked binary for ``op``."""
+    mode = spike_check_for(x.device.type)
+    impl = resolve("ndsnn::spike_prep", spike_prep_ref, x.device.type)
+    copy, active, bad = impl(x, mode != "off")
+    if bad.numel():
+        if mode == "eager" and bool(bad[0]):
+            raise spike_error(op)
+        if mode == "deferred":
+            defer_spike_error(op, bad[0])
+    return copy, active
+
+
+@_spike_prep.register_fake
+def _(x, op):
+    copy = x.new_empty(0 if x.dtype in SPIKE_DTYPES else x.shape, dtype=torch.int8)
+    maps, _ = map_geometry(x.shape)
+    return copy, x.new_empty(x.shape[:2] if maps else 0, dtype=torch.int8)
+
+
+def spike_companion(x: Tensor, op: str, given: SpikeCompanion | None = None) -> SpikeCompanion:
+    """The companion of spike input ``x`` (shaped as ``x``): ``given``, else the one its producer
+    attached (:func:`~ndsnn_triton.companion.companion_of`), else one made by the fallback pass
+    ``ndsnn::spike_prep``, which also runs the binary-spike check for ``op``."""
+    comp = given if given is not None else companion_of(x)
+    if comp is not None:
+        return comp
+    copy, active = torch.ops.ndsnn.spike_prep(x, op)
+    spikes = x.view(torch.int8) if x.dtype in SPIKE_DTYPES else copy
+    return SpikeCompanion(spikes, active if active.numel() else None)
 
 
 def _out_dtype(x: Tensor, weight: Tensor) -> torch.dtype:
@@ -96,17 +144,22 @@ def _masked_conv2d(
     groups: int,
     spike_input: bool,
     dense_weight_grad: bool,
+    spikes: Optional[Tensor] = None,
+    active: Optional[Tensor] = None,
 ) -> Tensor:
-    if spike_input:
+    if spike_input and spikes is None:
         _check_binary(x, "ndsnn::masked_conv2d")
     impl = resolve(
         "ndsnn::masked_conv2d", masked_conv2d_ref, x.device.type, prefer_dense=not spike_input
     )
-    return impl(x, weight, mask, bias, stride, padding, dilation, groups)
+    return impl(x, weight, mask, bias, stride, padding, dilation, groups, spikes, active)
 
 
 @_masked_conv2d.register_fake
-def _(x, weight, mask, bias, stride, padding, dilation, groups, spike_input, dense_weight_grad):
+def _(
+    x, weight, mask, bias, stride, padding, dilation, groups, spike_input, dense_weight_grad,
+    spikes=None, active=None,
+):  # fmt: skip
     h, w = _conv_out_hw(x.shape[2:], weight.shape[2:], stride, padding, dilation)
     return x.new_empty((x.shape[0], weight.shape[0], h, w), dtype=_out_dtype(x, weight))
 
@@ -144,50 +197,61 @@ def _masked_conv2d_weight_grad(
     groups: int,
     dense: bool,
     spike_input: bool,
-) -> Tensor:
+    grad_dtype: Optional[torch.dtype] = None,
+    has_bias: bool = False,
+) -> tuple[Tensor, Tensor]:
     impl = resolve("ndsnn::masked_conv2d_weight_grad", masked_conv2d_weight_grad_ref, x.device.type)
-    return impl(grad_out, x, mask, stride, padding, dilation, groups, dense)
+    return impl(grad_out, x, mask, stride, padding, dilation, groups, dense, grad_dtype, has_bias)
 
 
 @_masked_conv2d_weight_grad.register_fake
-def _(grad_out, x, mask, stride, padding, dilation, groups, dense, spike_input):
-    return grad_out.new_empty(mask.shape)
+def _(
+    grad_out, x, mask, stride, padding, dilation, groups, dense, spike_input, grad_dtype=None,
+    has_bias=False,
+):  # fmt: skip
+    dtype = grad_out.dtype if grad_dtype is None else grad_dtype
+    bias_shape = (mask.shape[0],) if has_bias else (0,)
+    return grad_out.new_empty(mask.shape, dtype=dtype), grad_out.new_empty(bias_shape, dtype=dtype)
 
 
 def _conv_setup_context(ctx, inputs, output):
     x, weight, mask, bias, stride, padding, dilation, groups, spike_input, dense_weight_grad = (
-        inputs
+        inputs[:10]
     )
-    ctx.save_for_backward(_saved_input(x, spike_input), weight, mask)
+    spikes = inputs[10] if len(inputs) > 10 else None
+    ctx.save_for_backward(_saved_input(x, spike_input, spikes), weight, mask)
     ctx.conv_args = (list(stride), list(padding), list(dilation), groups)
     ctx.dense_weight_grad = dense_weight_grad
     ctx.spike_input = spike_input
     ctx.has_bias = bias is not None
+    ctx.grad_dtypes = (weight.dtype, None if bias is None else bias.dtype)
+
+
+def _weight_and_bias_grads(ctx, op, grad_out: Tensor, *args) -> tuple[Tensor | None, Tensor | None]:
+    """``(grad_w, grad_b)`` from one weight-gradient op call (the bias's fused in)."""
+    w_dtype, b_dtype = ctx.grad_dtypes
+    need_w, need_b = ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[3]
+    if not (need_w or need_b):
+        return None, None
+    grad_w, grad_b = op(grad_out, *args, ctx.dense_weight_grad, ctx.spike_input, w_dtype, need_b)
+    if need_b and b_dtype != grad_b.dtype:
+        grad_b = grad_b.to(b_dtype)
+    return (grad_w if need_w else None), (grad_b if need_b else None)
 
 
 def _conv_backward(ctx, grad_out):
     x, weight, mask = ctx.saved_tensors
     stride, padding, dilation, groups = ctx.conv_args
-    grad_x = grad_w = grad_b = None
+    grad_x = None
     if ctx.needs_input_grad[0]:
         grad_x = torch.ops.ndsnn.masked_conv2d_input_grad(
             grad_out, weight, mask, list(x.shape), stride, padding, dilation, groups
         )
-    if ctx.needs_input_grad[1]:
-        grad_w = torch.ops.ndsnn.masked_conv2d_weight_grad(
-            grad_out,
-            x,
-            mask,
-            stride,
-            padding,
-            dilation,
-            groups,
-            ctx.dense_weight_grad,
-            ctx.spike_input,
-        )
-    if ctx.has_bias and ctx.needs_input_grad[3]:
-        grad_b = grad_out.sum(dim=(0, 2, 3))
-    return grad_x, grad_w, None, grad_b, None, None, None, None, None, None
+    grad_w, grad_b = _weight_and_bias_grads(
+        ctx, torch.ops.ndsnn.masked_conv2d_weight_grad, grad_out, x, mask, stride, padding,
+        dilation, groups,
+    )  # fmt: skip
+    return grad_x, grad_w, None, grad_b, None, None, None, None, None, None, None, None
 
 
 _masked_conv2d.register_autograd(_conv_backward, setup_context=_conv_setup_context)
@@ -204,17 +268,18 @@ def _masked_linear(
     bias: Optional[Tensor],
     spike_input: bool,
     dense_weight_grad: bool,
+    spikes: Optional[Tensor] = None,
 ) -> Tensor:
-    if spike_input:
+    if spike_input and spikes is None:
         _check_binary(x, "ndsnn::masked_linear")
     impl = resolve(
         "ndsnn::masked_linear", masked_linear_ref, x.device.type, prefer_dense=not spike_input
     )
-    return impl(x, weight, mask, bias)
+    return impl(x, weight, mask, bias, spikes)
 
 
 @_masked_linear.register_fake
-def _(x, weight, mask, bias, spike_input, dense_weight_grad):
+def _(x, weight, mask, bias, spike_input, dense_weight_grad, spikes=None):
     return x.new_empty((x.shape[0], weight.shape[0]), dtype=_out_dtype(x, weight))
 
 
@@ -233,37 +298,44 @@ def _(grad_out, weight, mask):
 
 @torch.library.custom_op("ndsnn::masked_linear_weight_grad", mutates_args=())
 def _masked_linear_weight_grad(
-    grad_out: Tensor, x: Tensor, mask: Tensor, dense: bool, spike_input: bool
-) -> Tensor:
+    grad_out: Tensor,
+    x: Tensor,
+    mask: Tensor,
+    dense: bool,
+    spike_input: bool,
+    grad_dtype: Optional[torch.dtype] = None,
+    has_bias: bool = False,
+) -> tuple[Tensor, Tensor]:
     impl = resolve("ndsnn::masked_linear_weight_grad", masked_linear_weight_grad_ref, x.device.type)
-    return impl(grad_out, x, mask, dense)
+    return impl(grad_out, x, mask, dense, grad_dtype, has_bias)
 
 
 @_masked_linear_weight_grad.register_fake
-def _(grad_out, x, mask, dense, spike_input):
-    return grad_out.new_empty(mask.shape)
+def _(grad_out, x, mask, dense, spike_input, grad_dtype=None, has_bias=False):
+    dtype = grad_out.dtype if grad_dtype is None else grad_dtype
+    bias_shape = (mask.shape[0],) if has_bias else (0,)
+    return grad_out.new_empty(mask.shape, dtype=dtype), grad_out.new_empty(bias_shape, dtype=dtype)
 
 
 def _linear_setup_context(ctx, inputs, output):
-    x, weight, mask, bias, spike_input, dense_weight_grad = inputs
-    ctx.save_for_backward(_saved_input(x, spike_input), weight, mask)
+    x, weight, mask, bias, spike_input, dense_weight_grad = inputs[:6]
+    spikes = inputs[6] if len(inputs) > 6 else None
+    ctx.save_for_backward(_saved_input(x, spike_input, spikes), weight, mask)
     ctx.dense_weight_grad = dense_weight_grad
     ctx.spike_input = spike_input
     ctx.has_bias = bias is not None
+    ctx.grad_dtypes = (weight.dtype, None if bias is None else bias.dtype)
 
 
 def _linear_backward(ctx, grad_out):
     x, weight, mask = ctx.saved_tensors
-    grad_x = grad_w = grad_b = None
+    grad_x = None
     if ctx.needs_input_grad[0]:
         grad_x = torch.ops.ndsnn.masked_linear_input_grad(grad_out, weight, mask)
-    if ctx.needs_input_grad[1]:
-        grad_w = torch.ops.ndsnn.masked_linear_weight_grad(
-            grad_out, x, mask, ctx.dense_weight_grad, ctx.spike_input
-        )
-    if ctx.has_bias and ctx.needs_input_grad[3]:
-        grad_b = grad_out.sum(dim=0)
-    return grad_x, grad_w, None, grad_b, None, None
+    grad_w, grad_b = _weight_and_bias_grads(
+        ctx, torch.ops.ndsnn.masked_linear_weight_grad, grad_out, x, mask
+    )
+    return grad_x, grad_w, None, grad_b, None, None, None
 
 
 _masked_linear.register_autograd(_linear_backward, setup_context=_linear_setup_context)
@@ -284,9 +356,10 @@ def _lif_multistep(
     surrogate: str,
     alpha: float,
     int8_spikes: bool = False,
-) -> tuple[Tensor, Tensor, Tensor]:
+    map_size: int = 0,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     impl = resolve("ndsnn::lif_multistep", lif_forward_ref, x_seq.device.type)
-    return impl(x_seq, v_init, tau, v_threshold, v_reset, decay_input, int8_spikes)
+    return impl(x_seq, v_init, tau, v_threshold, v_reset, decay_input, int8_spikes, map_size)
 
 
 @_lif_multistep.register_fake
@@ -301,18 +374,23 @@ def _(
     surrogate,
     alpha,
     int8_spikes=False,
+    map_size=0,
 ):
+    spikes = x_seq.new_empty(x_seq.shape, dtype=torch.int8 if int8_spikes else x_seq.dtype)
+    copy, active = lif_companion_ref(spikes, companion_map_size(spikes[0].numel(), map_size))
     return (
-        x_seq.new_empty(x_seq.shape, dtype=torch.int8 if int8_spikes else x_seq.dtype),
+        spikes,
         x_seq.new_empty(x_seq.shape[1:]),
         x_seq.new_empty(0) if int8_spikes else x_seq.new_empty(x_seq.shape),
+        copy,
+        active,
     )
 
 
 @torch.library.custom_op("ndsnn::lif_multistep_backward", mutates_args=())
 def _lif_multistep_backward(
     grad_spike: Tensor,
-    grad_v_last: Tensor,
+    grad_v_last: Optional[Tensor],
     h_seq: Tensor,
     tau: float,
     v_threshold: float,
@@ -356,7 +434,7 @@ def _(
 def _lif_setup_context(ctx, inputs, output):
     _x, _v, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha = inputs[:9]
     int8_spikes = len(inputs) > 9 and bool(inputs[9])  # the raw op may be called without it
-    _spike_seq, _v_last, h_seq = output
+    h_seq = output[2]
     # The backward needs h alone (it recomputes the spikes, S = (H - v_th >= 0)). Keep h, or the
     # inputs when their storage is smaller (an input expanded over T, as a direct-coding stem
     # gives, holds one step): then the backward reruns the forward for h, bit for bit.
@@ -368,7 +446,7 @@ def _lif_setup_context(ctx, inputs, output):
     ctx.int8_spikes = int8_spikes
 
 
-def _lif_backward(ctx, grad_spike, grad_v_last, _grad_h):
+def _lif_backward(ctx, grad_spike, grad_v_last, *_grad_h_and_companion):
     if ctx.int8_spikes:
         raise RuntimeError(
             "ndsnn::lif_multistep: int8_spikes=True was used on an input that needs a gradient; "
@@ -382,12 +460,11 @@ def _lif_backward(ctx, grad_spike, grad_v_last, _grad_h):
         (h_seq,) = ctx.saved_tensors
     if grad_spike is None:
         grad_spike = torch.zeros_like(h_seq)
-    if grad_v_last is None:
-        grad_v_last = torch.zeros_like(h_seq[0])
+    # grad_v_last None (no gradient reached the last potential) is passed on: no zero fill
     grad_x, grad_v = torch.ops.ndsnn.lif_multistep_backward(
         grad_spike, grad_v_last, h_seq, *ctx.params
     )
-    return grad_x, grad_v, None, None, None, None, None, None, None, None
+    return grad_x, grad_v, None, None, None, None, None, None, None, None, None
 
 
 _lif_multistep.register_autograd(_lif_backward, setup_context=_lif_setup_context)
@@ -426,9 +503,10 @@ def _check_weight_mask_bias(
             f"{op}: x must be a floating tensor (float32/float16/bfloat16/float64) or, for spikes, "
             f"int8/uint8/bool; got {x.dtype}"
         )
-    elif weight.dtype != x.dtype:
+    elif weight.dtype != x.dtype and not (x.dtype in HALF_DTYPES and weight.dtype == torch.float32):
         raise TypeError(
-            f"{op}: weight dtype {weight.dtype} differs from x dtype {x.dtype}; cast one of them"
+            f"{op}: weight dtype {weight.dtype} differs from x dtype {x.dtype}; cast one of them "
+            "(an fp32 weight with fp16/bf16 x is taken: it computes in x's dtype)"
         )
     if mask.dtype != torch.bool:
         raise TypeError(f"{op}: mask must be a bool tensor, got {mask.dtype}")
@@ -440,12 +518,46 @@ def _check_weight_mask_bias(
         if t is not None and t.device != x.device:
             raise ValueError(f"{op}: {name} is on {t.device} but x is on {x.device}")
     if bias is not None:
-        if bias.dtype != weight.dtype:
+        if bias.dtype not in (weight.dtype, _out_dtype(x, weight)):
             raise TypeError(
                 f"{op}: bias dtype {bias.dtype} differs from weight dtype {weight.dtype}"
             )
         if tuple(bias.shape) != (weight.shape[0],):
             raise ValueError(f"{op}: bias shape {tuple(bias.shape)} should be ({weight.shape[0]},)")
+
+
+def _checked_companion(
+    op: str, x: Tensor, spike_input: bool, given: SpikeCompanion | None
+) -> SpikeCompanion | None:
+    """The companion an op call runs with: none for analog input; for spikes ``given`` (checked
+    against ``x``), the producer's, or the fallback pass's."""
+    if not spike_input:
+        if given is not None:
+            raise ValueError(
+                f"{op}: a spike companion was given for analog input (spike_input=False)"
+            )
+        return None
+    if given is not None:
+        if not isinstance(given, SpikeCompanion):
+            raise TypeError(f"{op}: companion must be a SpikeCompanion, got {type(given).__name__}")
+        spikes = given.spikes
+        if (
+            spikes.dtype != torch.int8
+            or tuple(spikes.shape) != tuple(x.shape)
+            or spikes.device != x.device
+        ):
+            raise ValueError(
+                f"{op}: companion spikes must be int8 of x's shape {tuple(x.shape)} on {x.device}, "
+                f"got {spikes.dtype} {tuple(spikes.shape)} on {spikes.device}"
+            )
+        active = given.active
+        want = (x.shape[0], x.shape[1])
+        if active is not None and (active.dtype != torch.int8 or tuple(active.shape) != want):
+            raise ValueError(
+                f"{op}: companion activity must be int8 {want} (one flag per sample and channel), "
+                f"got {active.dtype} {tuple(active.shape)}"
+            )
+    return spike_companion(x, f"ndsnn::{op.split('.')[-1]}", given)
 
 
 def masked_conv2d(
@@ -460,20 +572,25 @@ def masked_conv2d(
     *,
     spike_input: bool = True,
     dense_weight_grad: bool = False,
+    companion: SpikeCompanion | None = None,
 ) -> Tensor:
     """Masked 2-D convolution ``conv2d(x, weight ⊙ mask) + bias``.
 
     Args:
         x: ``[N, Cin, H, W]`` (N = T·B); binary spikes when ``spike_input`` (checked), as a
-            float tensor (weight's dtype) or compactly as int8/uint8/bool (no gradient to x then).
-        weight: ``[Cout, Cin/groups, kh, kw]``, floating, on x's device.
+            float tensor or compactly as int8/uint8/bool (no gradient to x then).
+        weight: ``[Cout, Cin/groups, kh, kw]``, floating, on x's device: x's dtype, or fp32
+            with bf16/fp16 x (mixed precision: read as stored, gradient in fp32).
         mask: bool, weight's shape; False marks a pruned weight.
-        bias: ``[Cout]`` or None.
+        bias: ``[Cout]`` or None, weight's (or x's) dtype.
         spike_input: declares x binary, which lets kernels store and multiply it as spikes.
         dense_weight_grad: if True the backward returns the full dense ``dL/dW`` (what
             gradient-based growth needs); otherwise the weight gradient is zero off the mask.
+        companion: the int8 copy and map activity of x (:class:`~ndsnn_triton.companion.
+            SpikeCompanion`, shaped as x); default: the one the library's LIF attached to x,
+            else one fallback pass over x makes it (and checks x is binary).
 
-    Returns: ``[N, Cout, Hout, Wout]``, contiguous, weight's dtype.
+    Returns: ``[N, Cout, Hout, Wout]``, contiguous, in x's float dtype (weight's for compact x).
     """
     op = "ndsnn.masked_conv2d"
     for name, t in (("x", x), ("weight", weight), ("mask", mask)):
@@ -511,6 +628,7 @@ def masked_conv2d(
             f"{op}: input map {tuple(x.shape[2:])} is too small for kernel {tuple(weight.shape[2:])} "
             f"with padding {padding_} (output would be {out_hw})"
         )
+    comp = _checked_companion(op, x, spike_input, companion)
     return torch.ops.ndsnn.masked_conv2d(
         x,
         weight,
@@ -522,6 +640,8 @@ def masked_conv2d(
         groups,
         bool(spike_input),
         bool(dense_weight_grad),
+        None if comp is None else comp.spikes,
+        None if comp is None else comp.active,
     )
 
 
@@ -533,15 +653,16 @@ def masked_linear(
     *,
     spike_input: bool = True,
     dense_weight_grad: bool = False,
+    companion: SpikeCompanion | None = None,
 ) -> Tensor:
     """Masked linear map ``x (weight ⊙ mask)ᵀ + bias``.
 
     Args:
         x: ``[N, in]``; binary spikes when ``spike_input`` (checked), float or int8/uint8/bool.
         weight, mask: ``[out, in]`` (mask bool). bias: ``[out]`` or None.
-        dense_weight_grad: as in :func:`masked_conv2d`.
+        dense_weight_grad, companion: as in :func:`masked_conv2d` (only the int8 copy is used).
 
-    Returns: ``[N, out]``, weight's dtype.
+    Returns: ``[N, out]``, in x's float dtype (weight's for compact x).
     """
     op = "ndsnn.masked_linear"
     for name, t in (("x", x), ("weight", weight), ("mask", mask)):
@@ -555,9 +676,13 @@ def masked_linear(
     if x.shape[1] != weight.shape[1]:
         raise ValueError(f"{op}: x has {x.shape[1]} features but weight expects {weight.shape[1]}")
     _check_weight_mask_bias(op, x, weight, mask, bias, spike_input)
+    if companion is not None and companion.active is not None:
+        companion = SpikeCompanion(companion.spikes)  # a linear layer's input has no maps
+    comp = _checked_companion(op, x, spike_input, companion)
     return torch.ops.ndsnn.masked_linear(
-        x, weight, mask, bias, bool(spike_input), bool(dense_weight_grad)
-    )
+        x, weight, mask, bias, bool(spike_input), bool(dense_weight_grad),
+        None if comp is None else comp.spikes,
+    )  # fmt: skip
 
 
 def check_lif_params(
@@ -593,6 +718,7 @@ def lif_multistep(
     surrogate: str = "sigmoid",
     alpha: float = 4.0,
     int8_spikes: bool = False,
+    map_size: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Fused multi-step LIF: ``(x_seq [T, ...], v_init [...]) -> (spike_seq [T, ...], v_last [...])``.
 
@@ -600,6 +726,11 @@ def lif_multistep(
     ``v_reset=None`` selects the soft reset. ``surrogate`` is ``"atan"`` or ``"sigmoid"``.
     ``int8_spikes``: emit the spikes as int8 (a quarter of fp32's bytes, and ``h`` is not written)
     where no gradient flows back into ``x_seq`` — inference, or an input that needs no gradient.
+
+    The same launch writes the spikes' companion (:mod:`ndsnn_triton.companion`: an int8 copy
+    and, on maps of ≥ 4 positions, which ``(sample, channel)`` maps fired), attached to
+    ``spike_seq`` for the next spiking layer. ``map_size``: positions per map (default
+    :func:`spike_map_size` of the shape); 0 writes no companion.
     """
     op = "ndsnn.lif_multistep"
     _check_tensor(x_seq, "x_seq", op)
@@ -626,8 +757,12 @@ def lif_multistep(
             f"{op}: int8_spikes=True carries no gradient, but x_seq/v_init require one; "
             "use float spikes for training, or run under torch.no_grad()"
         )
+    if map_size is None:
+        map_size = spike_map_size(x_seq.shape)
+    if not isinstance(map_size, int) or map_size < 0:
+        raise ValueError(f"{op}: map_size must be a non-negative int, got {map_size!r}")
     v_reset_ = None if v_reset is None else float(v_reset)
-    spikes, v_last, _h = torch.ops.ndsnn.lif_multistep(
+    spikes, v_last, _h, copy, active = torch.ops.ndsnn.lif_multistep(
         x_seq,
         v_init,
         float(tau),
@@ -638,8 +773,19 @@ def lif_multistep(
         surrogate,
         float(alpha),
         bool(int8_spikes),
+        map_size,
     )
+    if int8_spikes:
+        copy = spikes
+    if map_size and copy.numel() == spikes.numel():
+        attach(spikes, SpikeCompanion(copy, active if active.numel() else None))
     return spikes, v_last
+
+
+def spike_map_size(shape: Sequence[int]) -> int:
+    """Positions per ``(sample, channel)`` map of a time-first ``[T, B, C, ...]`` tensor: the
+    product of the dimensions after ``C`` (1 for ``[T, B, F]``: one feature per map)."""
+    return math.prod(shape[3:]) if len(shape) >= 4 else 1
 
 
 # ----------------------------------------------------------------------------- FLOP formulas
@@ -675,6 +821,8 @@ def _register_flop_formulas() -> None:
         groups,
         spike_input,
         dense_weight_grad,
+        spikes=None,
+        active=None,
         out_val=None,
     ):
         n, _, h, w = out_val.shape
@@ -687,19 +835,24 @@ def _register_flop_formulas() -> None:
         return 2 * n * h * w * int(mask.sum())
 
     def conv_weight_grad(
-        grad_out, x, mask, stride, padding, dilation, groups, dense, spike_input, out_val=None
-    ):
+        grad_out, x, mask, stride, padding, dilation, groups, dense, spike_input, grad_dtype=None,
+        has_bias=False, out_val=None,
+    ):  # fmt: skip
         n, _, h, w = grad_out.shape
         kept = mask.numel() if dense else int(mask.sum())
         return round(2 * n * h * w * kept * _nonzero_fraction(x, spike_input))
 
-    def linear_fwd(x, weight, mask, bias, spike_input, dense_weight_grad, out_val=None):
+    def linear_fwd(
+        x, weight, mask, bias, spike_input, dense_weight_grad, spikes=None, out_val=None
+    ):
         return round(2 * x.shape[0] * int(mask.sum()) * _nonzero_fraction(x, spike_input))
 
     def linear_input_grad(grad_out, weight, mask, out_val=None):
         return 2 * grad_out.shape[0] * int(mask.sum())
 
-    def linear_weight_grad(grad_out, x, mask, dense, spike_input, out_val=None):
+    def linear_weight_grad(
+        grad_out, x, mask, dense, spike_input, grad_dtype=None, has_bias=False, out_val=None
+    ):
         kept = mask.numel() if dense else int(mask.sum())
         return round(2 * x.shape[0] * kept * _nonzero_fraction(x, spike_input))
 
@@ -715,6 +868,7 @@ def _register_flop_formulas() -> None:
     register(ops.masked_linear_weight_grad, linear_weight_grad)
     register(ops.lif_multistep, elementwise)
     register(ops.lif_multistep_backward, elementwise)
+    register(ops.spike_prep, elementwise)
 
 
 _register_flop_formulas()

@@ -90,7 +90,7 @@ def test_lif_int8_spikes_match_float_spikes(backend, v_reset):
     with ndsnn_triton.use_backend(backend), torch.no_grad():
         s_ref, v_ref = lif_multistep(x, v0, tau=2.0, v_reset=v_reset)
         s, v = lif_multistep(x, v0, tau=2.0, v_reset=v_reset, int8_spikes=True)
-        _, _, h = torch.ops.ndsnn.lif_multistep(
+        _, _, h, _, _ = torch.ops.ndsnn.lif_multistep(
             x, v0, 2.0, 1.0, v_reset, True, False, "atan", 2.0, True
         )
     assert s.dtype == torch.int8 and h.numel() == 0  # h is not written without a backward
@@ -105,7 +105,9 @@ def test_lif_int8_spikes_refuse_an_input_that_needs_a_gradient():
     with pytest.raises(ValueError, match="int8_spikes=True carries no gradient"):
         lif_multistep(x, v0, int8_spikes=True)
     # The raw op cannot check up front; its backward says what went wrong.
-    _, v, _ = torch.ops.ndsnn.lif_multistep(x, v0, 2.0, 1.0, 0.0, True, False, "atan", 2.0, True)
+    _, v, _, _, _ = torch.ops.ndsnn.lif_multistep(
+        x, v0, 2.0, 1.0, 0.0, True, False, "atan", 2.0, True
+    )
     with pytest.raises(RuntimeError, match="int8 spikes carry none"):
         v.sum().backward()
 

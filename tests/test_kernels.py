@@ -146,8 +146,8 @@ def test_lif_kernels_match_reference(v_reset, decay_input, detach_reset, surroga
     g = torch.Generator().manual_seed(2)
     x = (torch.randn(5, 3, 37, generator=g) * 1.5 + 0.4).to(DEVICE)
     v0 = (torch.randn(3, 37, generator=g) * 0.2).to(DEVICE)
-    s, v, h = lif_forward_triton(x, v0, 1.7, 0.8, v_reset, decay_input)
-    sr, vr, hr = lif_forward_ref(x, v0, 1.7, 0.8, v_reset, decay_input)
+    s, v, h = lif_forward_triton(x, v0, 1.7, 0.8, v_reset, decay_input)[:3]
+    sr, vr, hr = lif_forward_ref(x, v0, 1.7, 0.8, v_reset, decay_input)[:3]
     assert_lif_forward_guarantee(x, v0, 0.8, v_reset, (s, v, h), (sr, vr, hr))
     gs, gv = (
         torch.randn(s.shape, generator=g).to(DEVICE),
@@ -192,7 +192,7 @@ def test_lif_guarantee_holds_against_cuda_style_reference(v_reset, decay_input):
     x = torch.randn(8, 4096, generator=g) * 2.0 + 0.3
     v0 = torch.randn(4096, generator=g) * 0.3
     tau, v_th = 1.7, 0.8
-    out = lif_forward_triton(x, v0, tau, v_th, v_reset, decay_input)
+    out = lif_forward_triton(x, v0, tau, v_th, v_reset, decay_input)[:3]
     ref = _lif_forward_cuda_style(x, v0, tau, v_th, v_reset, decay_input)
     assert not torch.equal(out[2], ref[2])  # the emulation really rounds differently
     sr, vr, hr = ref
@@ -212,11 +212,59 @@ def test_lif_half_precision_spikes_agree_between_forward_and_backward(dtype, v_r
     g = torch.Generator().manual_seed(5)
     x = (torch.randn(8, 30_000, generator=g) * 0.9 + 0.45).to(dtype).to(DEVICE)
     v0 = torch.zeros(30_000, dtype=dtype, device=DEVICE)
-    s, _, h = lif_forward_triton(x, v0, 2.0, 1.0, v_reset, True)
+    s, _, h = lif_forward_triton(x, v0, 2.0, 1.0, v_reset, True)[:3]
     recomputed = (h.float() - 1.0 >= 0).to(dtype)
     assert torch.equal(s, recomputed)
     # the data reaches the case the fix is about: h values rounded onto the threshold itself
     assert int((h.float() == 1.0).sum()) > 10
+
+
+@pytest.mark.parametrize(
+    ("shape", "map_size"),
+    [
+        ((3, 2, 4, 5, 5), 25),
+        ((3, 2, 6, 2, 2), 4),
+        ((2, 3, 7), 1),
+        ((2, 3, 7), 0),
+        ((2, 2, 3, 70, 70), 4900),
+    ],
+)
+@pytest.mark.parametrize("int8_spikes", [False, True])
+@pytest.mark.parametrize("repeated", [False, True])
+def test_lif_companion_equals_the_reference(shape, map_size, int8_spikes, repeated):
+    """The forward's companion (int8 copy; per-map activity on maps of ≥ 4 positions, none past
+    the one-program map limit) and its outputs equal the reference, also for an input repeated
+    over T without a copy (stride 0, as a direct-coding stem gives) and a rest potential given
+    as one value."""
+    g = torch.Generator().manual_seed(4)
+    x = (torch.randn(shape, generator=g) * 2).to(DEVICE)
+    if repeated:
+        x = x[:1].expand(shape)
+    v0 = torch.zeros((), device=DEVICE).expand(shape[1:])
+    out = lif_forward_triton(x, v0, 4 / 3, 1.0, 0.0, True, int8_spikes, map_size)
+    ref = lif_forward_ref(x, v0, 4 / 3, 1.0, 0.0, True, int8_spikes, map_size)
+    for a, b in zip(out, ref, strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    copy, active = out[3:]
+    assert copy.numel() == (0 if int8_spikes or not map_size else x.numel())
+    if 4 <= map_size <= 4096:
+        flags = (out[0].reshape(shape[0], -1, map_size) != 0).any(-1).to(torch.int8)
+        assert torch.equal(active, flags)  # by hand from the spikes
+    else:
+        assert active.numel() == 0
+
+
+def test_lif_backward_without_a_last_potential_gradient():
+    """No gradient on the last potential: the kernel starts from zero (no zero tensor is made)."""
+    g = torch.Generator().manual_seed(6)
+    x = (torch.randn(4, 3, 9, generator=g) + 0.5).to(DEVICE)
+    h = lif_forward_ref(x, torch.zeros(3, 9, device=DEVICE), 2.0, 1.0, 0.0, True)[2]
+    gs = torch.randn(h.shape, generator=g).to(DEVICE)
+    zeros = torch.zeros(3, 9, device=DEVICE)
+    for fn in (lif_backward_triton, lif_backward_ref):
+        a = fn(gs, None, h, 2.0, 1.0, 0.0, True, True, "atan", 2.0)
+        b = lif_backward_ref(gs, zeros, h, 2.0, 1.0, 0.0, True, True, "atan", 2.0)
+        torch.testing.assert_close(a, b, rtol=LIF_BWD_RTOL, atol=1e-6)
 
 
 def test_lif_op_on_triton_backend_through_autograd():

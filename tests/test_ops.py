@@ -166,6 +166,10 @@ def test_opcheck_masked_conv2d(dense):
         torch.ops.ndsnn.masked_conv2d.default,
         (x, weight, mask, None, [2, 2], [1, 1], [1, 1], 1, True, dense),
     )
+    # with the companion a LIF emits: the int8 copy and per-map activity
+    spikes = x.detach().to(torch.int8)
+    active = (spikes.flatten(2) != 0).any(-1).to(torch.int8)
+    _opcheck(torch.ops.ndsnn.masked_conv2d.default, (*args, spikes, active))
 
 
 def test_opcheck_conv_backward_ops():
@@ -181,6 +185,12 @@ def test_opcheck_conv_backward_ops():
             torch.ops.ndsnn.masked_conv2d_weight_grad.default,
             (g, x, mask, [2, 2], [1, 1], [1, 1], 1, dense, True),
         )
+    # the bias gradient fused in, returned in the (fp32) weight's dtype for a bf16 dY
+    _opcheck(
+        torch.ops.ndsnn.masked_conv2d_weight_grad.default,
+        (g.bfloat16(), x.to(torch.int8), mask, [2, 2], [1, 1], [1, 1], 1, False, True,
+         torch.float32, True),
+    )  # fmt: skip
 
 
 def test_opcheck_linear_ops():
@@ -194,6 +204,23 @@ def test_opcheck_linear_ops():
     g = torch.randn(6, 4)
     _opcheck(torch.ops.ndsnn.masked_linear_input_grad.default, (g, w.detach(), mask))
     _opcheck(torch.ops.ndsnn.masked_linear_weight_grad.default, (g, x.detach(), mask, True, True))
+    _opcheck(
+        torch.ops.ndsnn.masked_linear_weight_grad.default,
+        (g, x.detach().to(torch.int8), mask, False, True, torch.float32, True),
+    )
+    # mixed precision: bf16 spikes with their int8 copy, fp32 weight and bias
+    xb = x.detach().bfloat16().requires_grad_()
+    _opcheck(
+        torch.ops.ndsnn.masked_linear.default,
+        (xb, w, mask, b, True, False, x.detach().to(torch.int8)),
+    )
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 5, 5), (6, 7)])
+def test_opcheck_spike_prep(shape):
+    for dtype in (torch.float32, torch.int8):
+        x = (torch.rand(shape) < 0.4).to(dtype)
+        _opcheck(torch.ops.ndsnn.spike_prep.default, (x, "test"))
 
 
 @pytest.mark.parametrize("v_reset", [0.0, None])
@@ -202,10 +229,16 @@ def test_opcheck_lif_ops(v_reset):
     v = torch.zeros(3, 5, requires_grad=True)
     params = (2.0, 1.0, v_reset, True, False, "atan", 2.0)
     _opcheck(torch.ops.ndsnn.lif_multistep.default, (x, v, *params))
-    s, v_last, h = torch.ops.ndsnn.lif_multistep(x.detach(), v.detach(), *params)
+    x4 = torch.randn(4, 3, 2, 2, 2, requires_grad=True)  # maps of 4 positions: a full companion
+    v4 = torch.zeros(3, 2, 2, 2, requires_grad=True)
+    _opcheck(torch.ops.ndsnn.lif_multistep.default, (x4, v4, *params, False, 4))
+    s, v_last, h, _, _ = torch.ops.ndsnn.lif_multistep(x.detach(), v.detach(), *params)
     _opcheck(
         torch.ops.ndsnn.lif_multistep_backward.default,
         (torch.randn_like(s), torch.randn_like(v_last), h, *params),
+    )
+    _opcheck(
+        torch.ops.ndsnn.lif_multistep_backward.default, (torch.randn_like(s), None, h, *params)
     )
 
 
@@ -388,7 +421,7 @@ def test_conv_bad_bias_and_geometry():
         (
             (
                 torch.ones(2, 3, dtype=torch.float16),
-                torch.randn(4, 3),
+                torch.randn(4, 3, dtype=torch.bfloat16),
                 torch.ones(4, 3, dtype=torch.bool),
             ),
             TypeError,

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from ndsnn_triton.kernels import launch as launch_mod
-from ndsnn_triton.kernels import position_wgrad as _baseline  # noqa: F401  (registers its plan)
+from ndsnn_triton.kernels import spike_prep as _prep  # noqa: F401  (registers its plan)
 from ndsnn_triton.kernels.launch import KernelLaunch
 
 #: weight / activation dtypes the kernels take
@@ -179,15 +179,16 @@ def _site_from_call(
         mask = args[2]
         layer = layer_of_mask.get(id(mask), "?")
         if op == "masked_conv2d":
-            x, w, _, bias, stride, padding, dilation, _groups, spike, _ = args
+            x, w, _, bias, stride, padding, dilation, _groups, spike, _ = args[:10]
             x_shape, kind, has_bias = x.shape, "conv_fwd", bias is not None
         elif op == "masked_conv2d_input_grad":
             _, w, _, input_size, stride, padding, dilation, _groups = args
             x_shape, kind, spike, has_bias = input_size, "conv_dgrad", True, False
         else:
-            _, x, _, stride, padding, dilation, _groups, _dense, spike = args
+            _, x, _, stride, padding, dilation, _groups, _dense, spike = args[:9]
+            has_bias = bool(args[10]) if len(args) > 10 else False
             w = mask
-            x_shape, kind, has_bias = x.shape, "conv_wgrad", False
+            x_shape, kind = x.shape, "conv_wgrad"
         return [
             LaunchSite(
                 model, layer, kind, _scale_batch(x_shape, batch, 0), tuple(w.shape),
@@ -199,7 +200,7 @@ def _site_from_call(
         layer = layer_of_mask.get(id(mask), "?")
         w_shape = (*mask.shape, 1, 1)
         if op == "masked_linear":
-            x, _, _, bias, spike, _ = args
+            x, _, _, bias, spike, _ = args[:6]
             return [
                 LaunchSite(model, layer, "conv_fwd", _scale_batch((*x.shape, 1, 1), batch, 0),
                            w_shape, spike_input=bool(spike), has_bias=bias is not None)
@@ -210,10 +211,11 @@ def _site_from_call(
             return [
                 LaunchSite(model, layer, "conv_dgrad", _scale_batch(x_shape, batch, 0), w_shape)
             ]
-        _, x, _, _dense, spike = args
+        _, x, _, _dense, spike = args[:5]
+        has_bias = bool(args[6]) if len(args) > 6 else False
         return [
             LaunchSite(model, layer, "conv_wgrad", _scale_batch((*x.shape, 1, 1), batch, 0),
-                       w_shape, spike_input=bool(spike))
+                       w_shape, spike_input=bool(spike), has_bias=has_bias)
         ]  # fmt: skip
     if op == "lif_multistep":
         return [
@@ -221,6 +223,8 @@ def _site_from_call(
         ]
     if op == "lif_multistep_backward":
         return [LaunchSite(model, "lif", "lif_bwd", _scale_batch(args[2].shape, batch, 1))]
+    if op == "spike_prep":
+        return [LaunchSite(model, "prep", "spike_prep", _scale_batch(args[0].shape, batch, 0))]
     raise ValueError(f"unexpected ndsnn op {op!r} while tracing {model}")
 
 
@@ -251,6 +255,10 @@ def odd_sites() -> list[LaunchSite]:
     for i, shape in enumerate(lif_shapes):
         sites.append(LaunchSite("odd", f"lif{i}", "lif_fwd", shape))
         sites.append(LaunchSite("odd", f"lif{i}", "lif_bwd", shape))
+    # the fallback pass over spike inputs no LIF described: maps with and without activity
+    prep_shapes = [(320, 64, 32, 32), (320, 512, 4, 4), (320, 512, 1, 1), (3, 5, 7, 7), (6, 9)]
+    for i, shape in enumerate(prep_shapes):
+        sites.append(LaunchSite("odd", f"prep{i}", "spike_prep", shape))
     return sites
 
 
@@ -279,51 +287,82 @@ def _cap(w_shape: tuple[int, ...], density: float) -> int:
     return max(1, round(math.prod(w_shape) * density))
 
 
+#: ``(weight, compute)`` dtypes a layer runs in: the weight's own, and bf16/fp16 reading fp32
+#: master weights (mixed precision, as under autocast)
+WEIGHT_COMPUTE = (
+    (torch.float32, torch.float32),
+    (torch.float32, torch.bfloat16),
+    (torch.float32, torch.float16),
+    (torch.bfloat16, torch.bfloat16),
+    (torch.float16, torch.float16),
+)
+
+
 def launches(site: LaunchSite, densities: Iterable[float] = DENSITIES) -> Iterator[KernelLaunch]:
-    """The plans the launchers make for ``site`` over every dtype and variant they accept."""
+    """The plans the launchers make for ``site``: every dtype combination they accept for the
+    configuration the library runs, and every other variant (a float spike input read without
+    a companion, the other bias setting, LIF numerics) at least once."""
     plans = launch_mod.PLANS
+    geo = (site.x_shape, site.w_shape, site.stride, site.padding, site.dilation)
+    caps = [_cap(site.w_shape, d) for d in densities]
     if site.op == "conv_fwd":
-        for w_dtype in FLOAT_DTYPES:
-            x_dtypes = (w_dtype, *SPIKE_DTYPES) if site.spike_input else (w_dtype,)
-            for x_dtype in x_dtypes:
-                # the forward's activity pass over the input (spike_events, no event lists)
-                yield plans["spike_events"](site.x_shape, site.w_shape[2:], x_dtype, False)
-                for bias in {site.has_bias, not site.has_bias}:
-                    yield plans["conv_fwd"](
-                        site.x_shape, site.w_shape, site.stride, site.padding, site.dilation,
-                        x_dtype, w_dtype, bias,
-                    )  # fmt: skip
+        for w_dtype, y_dtype in WEIGHT_COMPUTE:
+            # spikes come with their companion (int8 copy and activity); analog input as is
+            x_dtype = torch.int8 if site.spike_input else y_dtype
+            for cap in caps:
+                yield plans["conv_fwd"](*geo, x_dtype, w_dtype, y_dtype, site.has_bias, True, cap)
+        f32 = torch.float32
+        for cap in caps:
+            yield plans["conv_fwd"](*geo, torch.int8, f32, f32, not site.has_bias, False, cap)
+            yield plans["conv_fwd"](*geo, f32, f32, f32, site.has_bias, False, cap)
     elif site.op == "conv_dgrad":
-        for dtype in FLOAT_DTYPES:
-            yield plans["conv_dgrad"](
-                site.x_shape, site.w_shape, site.stride, site.padding, site.dilation, dtype
-            )
+        for w_dtype, dy_dtype in WEIGHT_COMPUTE:
+            for cap in caps:
+                yield plans["conv_dgrad"](*geo, dy_dtype, w_dtype, cap)
     elif site.op == "conv_wgrad":
-        for dy_dtype in FLOAT_DTYPES:
-            # the forward saves binary spikes as int8; analog input (the stem) is saved as is
-            x_dtypes = (*SPIKE_DTYPES, dy_dtype) if site.spike_input else (dy_dtype,)
-            for x_dtype in x_dtypes:
-                yield plans["spike_events"](site.x_shape, site.w_shape[2:], x_dtype, True)
-                for density in densities:
-                    for wgrad in ("conv_wgrad", "conv_wgrad_positions"):  # + benchmark baseline
-                        yield plans[wgrad](
-                            site.x_shape, site.w_shape, site.stride, site.padding, site.dilation,
-                            _cap(site.w_shape, density), dy_dtype, x_dtype,
-                        )  # fmt: skip
+        for w_dtype, dy_dtype in WEIGHT_COMPUTE:
+            # binary spikes are saved as int8; analog input (the stem) as it is
+            x_dtype = torch.int8 if site.spike_input else dy_dtype
+            for bias in (False, True):
+                for cap in caps:
+                    launch = plans["conv_wgrad"](*geo, cap, dy_dtype, x_dtype, bias)
+                    yield launch
+                    yield plans["wgrad_reduce"](
+                        site.w_shape, launch.values["CHUNKS"], w_dtype, bias
+                    )
     elif site.op == "lif_fwd":
+        # no companion, and the one the LIF writes for its own maps (spike_map_size's rule)
+        natural = math.prod(site.x_shape[3:]) if len(site.x_shape) >= 4 else 1
         for dtype in FLOAT_DTYPES:
             for int8_spikes in (False, True):
-                for decay_input in (True, False):
-                    for v_reset in (0.0, None, -0.5):
+                for map_size in (0, natural):
+                    for v0_scalar in (False, True):
                         yield plans["lif_fwd"](
-                            site.x_shape, dtype, int8_spikes, decay_input, v_reset
+                            site.x_shape, dtype, int8_spikes, True, 0.0, map_size, v0_scalar
                         )
+        for decay_input, v_reset in (
+            (False, 0.0),
+            (True, None),
+            (False, None),
+            (True, -0.5),
+            (False, -0.5),
+        ):
+            yield plans["lif_fwd"](
+                site.x_shape, torch.float32, False, decay_input, v_reset, natural
+            )
     elif site.op == "lif_bwd":
         for dtype in FLOAT_DTYPES:
             for v_reset in (0.0, None):
                 for detach in (False, True):
                     for surrogate in ("atan", "sigmoid"):
-                        yield plans["lif_bwd"](site.x_shape, dtype, v_reset, detach, surrogate)
+                        yield plans["lif_bwd"](
+                            site.x_shape, dtype, v_reset, detach, surrogate, True
+                        )
+            yield plans["lif_bwd"](site.x_shape, dtype, 0.0, True, "atan", False)
+    elif site.op == "spike_prep":
+        for dtype in (*FLOAT_DTYPES, *SPIKE_DTYPES):
+            yield plans["spike_prep"](site.x_shape, dtype, True)
+        yield plans["spike_prep"](site.x_shape, torch.float32, False)
     else:
         raise ValueError(f"unknown launch site op {site.op!r}")
 
@@ -409,11 +448,36 @@ def occupancy(
     return blocks, blocks * threads / limits.max_threads, limit
 
 
+def _compile_with_ptxas_log(src: Any, arch: int, options: dict) -> tuple[Any, str | None]:
+    """``triton.compile`` for ``sm_<arch>``, and the ``ptxas -v`` report of the very ptxas run
+    that built its cubin (Triton prints it when ``knobs.nvidia.dump_ptxas_log`` is on; None
+    where this Triton has no such switch)."""
+    import contextlib
+    import io
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    knobs = getattr(triton, "knobs", None)
+    nvidia = getattr(knobs, "nvidia", None)
+    if nvidia is None or not hasattr(nvidia, "dump_ptxas_log"):
+        return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options), None
+    out = io.StringIO()
+    previous = nvidia.dump_ptxas_log
+    nvidia.dump_ptxas_log = True
+    try:
+        with contextlib.redirect_stdout(out):
+            compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
+    finally:
+        nvidia.dump_ptxas_log = previous
+    log = out.getvalue()
+    # a cached kernel skips ptxas: nothing printed
+    return compiled, log if "registers" in log else None
+
+
 def compile_launch(launch: KernelLaunch, arch: int) -> CompileResult:
     """Compile one specialisation for ``sm_<arch>`` and read its resources (never raises: a
     failure is returned with the compiler's message)."""
-    import triton
-    from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     result = CompileResult(launch.name, config_of(launch), f"sm_{arch}", ok=False)
@@ -422,8 +486,10 @@ def compile_launch(launch: KernelLaunch, arch: int) -> CompileResult:
         src = ASTSource(
             fn=launch.kernel, signature=launch.signature(), constexprs=dict(launch.constexprs)
         )
-        compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=launch.options())
-        report = parse_ptxas(_ptxas_report(compiled.asm["ptx"], arch, launch.enable_fp_fusion))
+        compiled, log = _compile_with_ptxas_log(src, arch, launch.options())
+        if log is None:  # a Triton without the log switch: run ptxas -v once more on the PTX
+            log = _ptxas_report(compiled.asm["ptx"], arch, launch.enable_fp_fusion)
+        report = parse_ptxas(log)
     except Exception as exc:  # a compile error is the result being reported
         result.error = f"{type(exc).__name__}: {exc}"[:2000]
         result.seconds = time.perf_counter() - start

@@ -1,16 +1,20 @@
 """Kernel registration and the ``auto`` choice between sparse Triton kernels and dense cuDNN/cuBLAS.
 
-Backend ``"triton"`` always runs the Triton kernel. Backend ``"auto"`` (CUDA only) times the
-Triton kernel against the reference (cuDNN/cuBLAS on the masked dense weight) with
-``triton.testing.do_bench`` once per *choice key* and keeps the faster (SparseProp's rule: sparse
-only where it measurably wins). The key is what decides the race: the op, the tensors' shapes,
-dtypes and devices, the non-tensor arguments (stride, padding, ...) and the mask's density bucket
-(:data:`DENSITY_BUCKETS`) — never the mask's address or version, so a mask update within a bucket
-reuses the choice, and NDSNN's falling density costs one timing per bucket it enters. Calls whose
-Triton launcher would run the reference anyway (dense weight gradients, ``groups != 1``) are never
-timed. float64 runs on the reference under ``auto`` and is refused under ``triton``: the kernels
-accumulate in float32. Shapes the kernels cannot launch on (int32 offsets, CUDA grid limits: a
-:class:`~ndsnn_triton.kernels.launch.LaunchLimitError`) run on the reference under ``auto``. :func:`clear_caches` frees the choices and the cached mask indices.
+Backend ``"triton"`` always runs the Triton kernel. Backend ``"auto"`` (CUDA only) prices the
+Triton kernel and the reference (cuDNN/cuBLAS on the masked dense weight) with the kernels' time
+model (:mod:`ndsnn_triton.kernels.perf_model`, calibrated on recorded GPU runs; nothing is timed
+inside a training run) and keeps the sparse kernel only where it is predicted faster by
+:data:`SPARSE_MARGIN` (SparseProp's rule: sparse only where it clearly wins). The choice is made
+once per *choice key*: the op, the tensors' shapes, dtypes and devices, the non-tensor arguments
+(stride, padding, ...) and the mask's density bucket (:data:`DENSITY_BUCKETS`) — never the mask's
+address or version, so a mask update within a bucket reuses it. The model prices a density bucket
+at its lower edge and a weight gradient at the spike-rate prior
+(:data:`~ndsnn_triton.kernels.perf_model.PRIOR_RATE`). Calls whose Triton launcher would run the
+reference anyway (dense weight gradients, ``groups != 1``) are never priced. float64 runs on the
+reference under ``auto`` and is refused under ``triton``: the kernels accumulate in float32.
+Shapes the kernels cannot launch on (int32 offsets, CUDA grid limits: a
+:class:`~ndsnn_triton.kernels.launch.LaunchLimitError`) run on the reference under ``auto``.
+:func:`clear_caches` frees the choices and the cached mask indices.
 """
 
 from __future__ import annotations
@@ -22,15 +26,17 @@ import torch
 from torch import Tensor
 
 from ndsnn_triton.backend import get_backend, register_kernel
+from ndsnn_triton.kernels import perf_model
 from ndsnn_triton.kernels.launch import LaunchLimitError
 from ndsnn_triton.kernels.sparse_index import INDEX_CACHE, known_nnz, note_nnz
 from ndsnn_triton.kernels.spike_conv import hands_to_reference
-from ndsnn_triton.kernels.triton_utils import HAS_TRITON, triton, triton_usable
+from ndsnn_triton.kernels.triton_utils import HAS_TRITON, triton_usable
 
 _CHOICES: OrderedDict[tuple, str] = OrderedDict()
 _MAX_CHOICES = 4096
-#: the sparse kernel must beat the dense one by this factor to be chosen (timing noise margin)
-SPARSE_MARGIN = 0.97
+#: the sparse kernel must be predicted faster than the dense one by this factor to be chosen:
+#: the margin covers the model's error (its fits are within ±36 % on the recorded cases)
+SPARSE_MARGIN = 0.7
 #: lower edges of the density buckets a choice is made for: [0.5, 1], [0.2, 0.5), ...,
 #: [0.01, 0.02), and below 0.01 (bucket 0.0); log-spaced, so a run whose density falls from
 #: dense to 1 % times each op shape at most seven times
@@ -44,10 +50,13 @@ _MASK_ARG = 2
 # would race the reference against itself. Per op: (groups, dense) from its arguments.
 
 _REFERENCE_ONLY: dict[str, Callable[..., tuple[int, bool]]] = {
-    "ndsnn::masked_conv2d": lambda x, w, mask, bias, s, p, d, groups: (groups, False),
+    "ndsnn::masked_conv2d": lambda x, w, mask, bias, s, p, d, groups, *_: (groups, False),
     "ndsnn::masked_conv2d_input_grad": lambda dy, w, mask, size, s, p, d, groups: (groups, False),
-    "ndsnn::masked_conv2d_weight_grad": lambda dy, x, mask, s, p, d, groups, dense: (groups, dense),
-    "ndsnn::masked_linear_weight_grad": lambda dy, x, mask, dense: (1, dense),
+    "ndsnn::masked_conv2d_weight_grad": lambda dy, x, mask, s, p, d, groups, dense, *_: (
+        groups,
+        dense,
+    ),
+    "ndsnn::masked_linear_weight_grad": lambda dy, x, mask, dense, *_: (1, dense),
 }
 
 
@@ -63,6 +72,12 @@ def reference_only(op: str, args: tuple) -> bool:
 def density_bucket(density: float) -> float:
     """The lower edge of the :data:`DENSITY_BUCKETS` bucket holding ``density`` (0.0 below all)."""
     return next((edge for edge in DENSITY_BUCKETS if density >= edge), 0.0)
+
+
+def density_bucket_ceiling(density: float) -> float:
+    """The density the model prices a bucket at: its upper edge (1 for the top bucket), so a
+    choice of the sparse kernel holds for every density of the bucket."""
+    return next((edge for edge in reversed((*DENSITY_BUCKETS, 1.0)) if edge > density), 1.0)
 
 
 def mask_density(mask: Tensor) -> float:
@@ -96,15 +111,56 @@ def choice_key(op: str, args: tuple) -> tuple:
     return (op, *map(_arg_key, args), bucket)
 
 
-# ----------------------------------------------------------------------------- timing and choice
+# ----------------------------------------------------------------------------- pricing and choice
 
 
-def _time_ms(fn: Callable, args: tuple) -> float:
-    return float(triton.testing.do_bench(lambda: fn(*args), warmup=5, rep=20, return_mode="median"))
+def _gpu(device: torch.device) -> perf_model.Gpu:
+    return perf_model.gpu_for(torch.cuda.get_device_name(device))
 
 
-def _race(sparse: Callable, dense: Callable, args: tuple) -> str:
-    return "sparse" if _time_ms(sparse, args) < SPARSE_MARGIN * _time_ms(dense, args) else "dense"
+def _shape_and_nnz(op: str, args: tuple) -> tuple[perf_model.ConvShape, int]:
+    """The convolution ``op`` runs (a linear layer as 1×1) and its mask's kept count."""
+    mask = args[_MASK_ARG]
+    nnz = round(density_bucket_ceiling(mask_density(mask)) * mask.numel())
+    if op.startswith("ndsnn::masked_linear"):
+        fout, fin = mask.shape
+        n = args[0].shape[0]
+        return perf_model.ConvShape.linear(n, fin, fout), max(nnz, 1)
+    if op == "ndsnn::masked_conv2d_input_grad":
+        _, weight, _, size, stride, padding, dilation = args[:7]
+        return perf_model.shape_of(size, weight.shape, stride, padding, dilation), max(nnz, 1)
+    first, second, _, *rest = args
+    x = first if op == "ndsnn::masked_conv2d" else second
+    stride, padding, dilation = rest[:3] if op.endswith("weight_grad") else rest[1:4]
+    return perf_model.shape_of(x.shape, mask.shape, stride, padding, dilation), max(nnz, 1)
+
+
+def predicted_us(op: str, args: tuple) -> tuple[float, float]:
+    """``(sparse, dense)`` predicted µs of ``op`` on these arguments (CUDA tensors)."""
+    shape, nnz = _shape_and_nnz(op, args)
+    tensors = [a for a in args if isinstance(a, Tensor)]
+    gpu = _gpu(tensors[0].device)
+    w = args[1] if op in ("ndsnn::masked_conv2d", "ndsnn::masked_linear") else None
+    dtype = next(t.dtype for t in tensors if t.is_floating_point())
+    linear = op.startswith("ndsnn::masked_linear")
+    tf32 = torch.backends.cuda.matmul.allow_tf32 if linear else torch.backends.cudnn.allow_tf32
+    if op.endswith("_input_grad"):
+        cost = perf_model.conv_dgrad_cost(shape, nnz, dtype, args[1].dtype)
+        dense = perf_model.dense_us(shape, dtype, "bwd", gpu, tf32) / 2
+    elif op.endswith("_weight_grad"):
+        spikes = perf_model.Spikes(rate=perf_model.PRIOR_RATE)
+        cost = perf_model.conv_wgrad_cost(shape, nnz, dtype, spikes)
+        dense = perf_model.dense_us(shape, dtype, "bwd", gpu, tf32) / 2
+    else:
+        y_dtype = dtype if args[0].is_floating_point() else w.dtype
+        spikes = args[-2] if op == "ndsnn::masked_conv2d" else args[-1]
+        x_dtype = torch.int8 if spikes is not None else args[0].dtype
+        skip = op == "ndsnn::masked_conv2d" and args[-1] is not None
+        cost = perf_model.conv_fwd_cost(
+            shape, nnz, x_dtype, w.dtype, y_dtype, None, args[3] is not None, skip
+        )
+        dense = perf_model.dense_us(shape, y_dtype, "fwd", gpu, tf32)
+    return perf_model.predict(cost, gpu).total_us, dense
 
 
 def _remember(key: tuple, choice: str) -> None:
@@ -114,13 +170,15 @@ def _remember(key: tuple, choice: str) -> None:
 
 
 def choose(op: str, sparse: Callable, dense: Callable, args: tuple) -> Callable:
-    """The faster of ``sparse`` and ``dense`` for these arguments (timed once per choice key)."""
+    """The implementation the time model predicts faster for these arguments (once per choice
+    key)."""
     if reference_only(op, args):
         return dense
     key = choice_key(op, args)
     choice = _CHOICES.get(key)
     if choice is None:
-        choice = _race(sparse, dense, args)
+        sparse_us, dense_us = predicted_us(op, args)
+        choice = "sparse" if sparse_us < SPARSE_MARGIN * dense_us else "dense"
         _remember(key, choice)
     else:
         _CHOICES.move_to_end(key)
@@ -141,11 +199,11 @@ def _has_float64(tensors: list[Tensor]) -> bool:
     return any(t.dtype == torch.float64 for t in tensors)
 
 
-def _timeable(tensors: list[Tensor]) -> bool:
+def _on_gpu(tensors: list[Tensor]) -> bool:
     return tensors[0].device.type == "cuda"
 
 
-def wrap(op: str, sparse: Callable, dense: Callable, timed: bool = True) -> Callable:
+def wrap(op: str, sparse: Callable, dense: Callable, priced: bool = True) -> Callable:
     """``op``'s Triton entry point: checks, then ``sparse``, ``dense`` or the ``auto`` choice."""
 
     def run(*args):
@@ -168,7 +226,7 @@ def wrap(op: str, sparse: Callable, dense: Callable, timed: bool = True) -> Call
         if backend != "auto":
             return sparse(*args)
         try:  # the plans refuse shapes past int32 offsets or grid limits before launching
-            if timed and _timeable(tensors):
+            if priced and _on_gpu(tensors):
                 return choose(op, sparse, dense, args)(*args)
             return sparse(*args)
         except LaunchLimitError:
@@ -178,16 +236,17 @@ def wrap(op: str, sparse: Callable, dense: Callable, timed: bool = True) -> Call
     return run
 
 
-def register(op: str, sparse: Callable, dense: Callable, timed: bool = True) -> None:
-    """Register ``sparse`` as ``op``'s Triton implementation, with the ``auto`` choice around it."""
-    register_kernel(op, "triton")(wrap(op, sparse, dense, timed))
+def register(op: str, sparse: Callable, dense: Callable, priced: bool = True) -> None:
+    """Register ``sparse`` as ``op``'s Triton implementation, with the ``auto`` choice around it
+    (``priced=False``: always the kernel on CUDA)."""
+    register_kernel(op, "triton")(wrap(op, sparse, dense, priced))
 
 
 def register_all() -> None:
     """Register every Triton kernel behind its ``ndsnn::`` op (no-op without Triton)."""
     if not HAS_TRITON:
         return
-    from ndsnn_triton.kernels import lif, spike_conv, spike_linear
+    from ndsnn_triton.kernels import lif, spike_conv, spike_linear, spike_prep
 
     register("ndsnn::masked_conv2d", spike_conv.masked_conv2d_triton, spike_conv.masked_conv2d_ref)
     register(
@@ -213,8 +272,12 @@ def register_all() -> None:
         spike_linear.masked_linear_weight_grad_triton,
         spike_linear.masked_linear_weight_grad_ref,
     )
-    # The LIF kernel is elementwise and always at least as fast as the eager loop: no timing.
-    register("ndsnn::lif_multistep", lif.lif_forward_triton, lif.lif_forward_ref, timed=False)
+    # The LIF kernel is elementwise and always at least as fast as the eager loop: not priced.
+    register("ndsnn::lif_multistep", lif.lif_forward_triton, lif.lif_forward_ref, priced=False)
     register(
-        "ndsnn::lif_multistep_backward", lif.lif_backward_triton, lif.lif_backward_ref, timed=False
+        "ndsnn::lif_multistep_backward", lif.lif_backward_triton, lif.lif_backward_ref, priced=False
+    )
+    # One pass over a spike input, elementwise: never slower than its torch equivalent.
+    register(
+        "ndsnn::spike_prep", spike_prep.spike_prep_triton, spike_prep.spike_prep_ref, priced=False
     )

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ndsnn_triton.kernels.launch import KernelLaunch, check_elements, check_grid, plan, pow2_block
 from ndsnn_triton.kernels.triton_utils import HAS_TRITON, cdiv, tl, triton
+from ndsnn_triton.kernels.work import emits_activity
 from ndsnn_triton.neuron_equations import (
     SURROGATES,
     charge,
@@ -36,11 +37,16 @@ def lif_forward_ref(
     v_reset: float | None,
     decay_input: bool,
     int8_spikes: bool = False,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Run T steps; returns ``(spike_seq [T,...], v_last [...], h_seq [T,...])`` in x's dtype.
+    map_size: int = 0,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Run T steps; returns ``(spike_seq [T,...], v_last [...], h_seq [T,...], spikes_i8,
+    active)`` — the first three in x's dtype.
 
     ``h_seq`` (the charged, pre-reset potential) is what the backward needs. With
     ``int8_spikes`` (no gradient wanted) the spikes come as int8 and ``h_seq`` is empty ``[0]``.
+    ``map_size`` > 0 asks for the *companion* of the spikes that the next layer's kernels read
+    (:func:`lif_companion_ref`): an int8 copy (empty when the spikes are int8 already) and, for
+    maps of at least 4 positions, per-map activity; both empty for ``map_size == 0``.
     """
     spikes = torch.empty(
         x_seq.shape, dtype=torch.int8 if int8_spikes else x_seq.dtype, device=x_seq.device
@@ -54,12 +60,30 @@ def lif_forward_ref(
         spikes[t] = s
         if not int8_spikes:
             h_seq[t] = h
-    return spikes, v.contiguous(), h_seq
+    spikes_i8, active = lif_companion_ref(spikes, map_size)
+    return spikes, v.contiguous(), h_seq, spikes_i8, active
+
+
+def lif_companion_ref(spikes: Tensor, map_size: int) -> tuple[Tensor, Tensor]:
+    """``(spikes_i8, active)`` of ``spikes [T, ...]`` viewed as maps of ``map_size`` positions:
+    an int8 copy (empty if the spikes are int8 already or ``map_size == 0``) and int8
+    ``[T, maps]`` flags, 1 where the map holds a spike (empty unless :func:`emits_activity`)."""
+
+    def empty() -> Tensor:  # a fresh one each time: op outputs must not alias
+        return spikes.new_empty(0, dtype=torch.int8)
+
+    if map_size <= 0:
+        return empty(), empty()
+    copy = empty() if spikes.dtype == torch.int8 else spikes.to(torch.int8)
+    if not emits_activity(map_size):
+        return copy, empty()
+    maps = spikes.reshape(spikes.shape[0], -1, map_size)
+    return copy, (maps != 0).any(-1).to(torch.int8)
 
 
 def lif_backward_ref(
     grad_spike: Tensor,
-    grad_v_last: Tensor,
+    grad_v_last: Tensor | None,
     h_seq: Tensor,
     tau: float,
     v_threshold: float,
@@ -72,9 +96,12 @@ def lif_backward_ref(
     """Backward through time: returns ``(grad_x_seq [T,...], grad_v_init [...])``.
 
     The spikes are recomputed from ``h_seq`` (``S = (H - v_threshold >= 0)``, the forward's own
-    expression), so the forward saves nothing but ``h_seq``.
+    expression), so the forward saves nothing but ``h_seq``. ``grad_v_last=None``: no gradient
+    reaches the last potential (zero).
     """
     grad_x = torch.empty_like(h_seq, memory_format=torch.contiguous_format)
+    if grad_v_last is None:
+        grad_v_last = h_seq.new_zeros(h_seq.shape[1:])
     grad_v = grad_v_last.to(h_seq.dtype)
     dh_dx = 1.0 / tau if decay_input else 1.0
     dh_dv = 1.0 - 1.0 / tau
@@ -131,19 +158,28 @@ if HAS_TRITON:
 
     @triton.jit
     def _lif_fwd_kernel(
-        x_ptr, v0_ptr, s_ptr, h_ptr, vlast_ptr, M, T, tau, decay, v_th, v_reset,
+        x_ptr, v0_ptr, s_ptr, s8_ptr, act_ptr, h_ptr, vlast_ptr,
+        MAPS_TOTAL, HW, PB, T, x_tstride, tau, decay, v_th, v_reset,
         DECAY_INPUT: tl.constexpr, RESET0: tl.constexpr, SOFT: tl.constexpr, STORE_H: tl.constexpr,
-        BLOCK: tl.constexpr,
+        COPY_I8: tl.constexpr, ACTIVITY: tl.constexpr, V0_SCALAR: tl.constexpr,
+        MAPS: tl.constexpr, HWB: tl.constexpr,
     ):  # fmt: skip
-        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        m = offs < M
+        pid = tl.program_id(0)
+        m = (pid // PB) * MAPS + tl.arange(0, MAPS)  # [MAPS] maps of one step
+        p = (pid % PB) * HWB + tl.arange(0, HWB)  # [HWB] positions of a map
+        inside = (m < MAPS_TOTAL)[:, None] & (p < HW)[None, :]
+        offs = (m * HW)[:, None] + p[None, :]
+        M = MAPS_TOTAL * HW
         tau = tl.cast(tau, tl.float32)
         decay = tl.cast(decay, tl.float32)  # 1 - 1/tau, rounded once on the host as torch does
         v_th = tl.cast(v_th, tl.float32)
         v_reset = tl.cast(v_reset, tl.float32)
-        v = tl.load(v0_ptr + offs, mask=m, other=0).to(tl.float32)
+        if V0_SCALAR:  # one rest potential for every neuron (an expanded 0-d tensor)
+            v = tl.zeros([MAPS, HWB], dtype=tl.float32) + tl.load(v0_ptr).to(tl.float32)
+        else:
+            v = tl.load(v0_ptr + offs, mask=inside, other=0).to(tl.float32)
         for t in range(T):
-            x = tl.load(x_ptr + t * M + offs, mask=m, other=0).to(tl.float32)
+            x = tl.load(x_ptr + t * x_tstride + offs, mask=inside, other=0).to(tl.float32)
             if DECAY_INPUT:
                 if RESET0:
                     h = v + tl.math.div_rn(x - v, tau)
@@ -156,20 +192,27 @@ if HAS_TRITON:
                     h = v - tl.math.div_rn(v - v_reset, tau) + x
             # the stored h (h_ptr's dtype: x's) is what the backward sees: decide spikes on it
             h = h.to(h_ptr.dtype.element_ty).to(tl.float32)
-            s = tl.where(h - v_th >= 0, 1.0, 0.0)
+            fired = (h - v_th >= 0) & inside
+            s = tl.where(fired, 1.0, 0.0)
             if SOFT:
                 v = h - s * v_th
             else:
                 v = (1.0 - s) * h + s * v_reset
-            tl.store(s_ptr + t * M + offs, s.to(s_ptr.dtype.element_ty), mask=m)
+            tl.store(s_ptr + t * M + offs, s.to(s_ptr.dtype.element_ty), mask=inside)
+            if COPY_I8:
+                tl.store(s8_ptr + t * M + offs, fired.to(tl.int8), mask=inside)
+            if ACTIVITY:  # the whole map is in this program (PB == 1)
+                any_spike = tl.max(fired.to(tl.int8), axis=1)
+                tl.store(act_ptr + t * MAPS_TOTAL + m, any_spike, mask=m < MAPS_TOTAL)
             if STORE_H:
-                tl.store(h_ptr + t * M + offs, h.to(h_ptr.dtype.element_ty), mask=m)
-        tl.store(vlast_ptr + offs, v.to(vlast_ptr.dtype.element_ty), mask=m)
+                tl.store(h_ptr + t * M + offs, h.to(h_ptr.dtype.element_ty), mask=inside)
+        tl.store(vlast_ptr + offs, v.to(vlast_ptr.dtype.element_ty), mask=inside)
 
     @triton.jit
     def _lif_bwd_kernel(
         gs_ptr, gv_ptr, h_ptr, gx_ptr, gv0_ptr, M, T, dh_dx, dh_dv, v_th, v_reset, scale, coef,
-        SOFT: tl.constexpr, DETACH: tl.constexpr, ATAN: tl.constexpr, BLOCK: tl.constexpr,
+        SOFT: tl.constexpr, DETACH: tl.constexpr, ATAN: tl.constexpr, HAS_GV: tl.constexpr,
+        BLOCK: tl.constexpr,
     ):  # fmt: skip
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = offs < M
@@ -179,7 +222,10 @@ if HAS_TRITON:
         v_reset = tl.cast(v_reset, tl.float32)
         scale = tl.cast(scale, tl.float32)  # atan: pi/2·alpha; sigmoid: alpha
         coef = tl.cast(coef, tl.float32)  # atan: alpha/2; sigmoid: alpha
-        grad_v = tl.load(gv_ptr + offs, mask=m, other=0).to(tl.float32)
+        if HAS_GV:
+            grad_v = tl.load(gv_ptr + offs, mask=m, other=0).to(tl.float32)
+        else:  # no gradient reached the last potential
+            grad_v = tl.zeros([BLOCK], dtype=tl.float32)
         for i in range(T):
             t = T - 1 - i
             h = tl.load(h_ptr + t * M + offs, mask=m, other=0).to(tl.float32)
@@ -232,13 +278,37 @@ def _lif_launch(
     return block, warps, grid
 
 
+def companion_map_size(step_numel: int, map_size: int) -> int:
+    """The map size a forward over ``step_numel`` neurons per step emits a companion for: 0 (none)
+    when ``map_size`` is 0 or does not divide the step."""
+    return map_size if map_size > 0 and step_numel % map_size == 0 else 0
+
+
 @plan("lif_fwd")
 def lif_fwd_plan(
     shape: tuple[int, ...] | torch.Size, dtype: torch.dtype, int8_spikes: bool,
-    decay_input: bool, v_reset: float | None,
+    decay_input: bool, v_reset: float | None, map_size: int = 0, v0_scalar: bool = False,
 ) -> KernelLaunch:  # fmt: skip
-    """The forward's launch for ``x_seq`` of ``shape`` ``[T, ...]`` and ``dtype``."""
-    block, warps, grid = _lif_launch("ndsnn::lif_multistep (Triton forward)", "x_seq", shape)
+    """The forward's launch for ``x_seq`` of ``shape`` ``[T, ...]`` and ``dtype``; ``map_size``
+    > 0: also write the spikes' companion (int8 copy; per-map activity on maps where
+    :func:`emits_activity`, each map in one program); ``v0_scalar``: ``v_init`` is one value
+    broadcast to every neuron. ``values``: the kernel's map geometry ``MAPS_TOTAL``, ``HW``,
+    ``PB`` (position blocks per map)."""
+    name = "ndsnn::lif_multistep (Triton forward)"
+    check_elements(name, x_seq=math.prod(shape))
+    neurons = math.prod(shape[1:])
+    map_size = companion_map_size(neurons, map_size)
+    activity = emits_activity(map_size)
+    if activity:  # whole maps per program, a few of them on small maps
+        hwb = _pow2_at_least(map_size)
+        lanes = max(hwb, pow2_block(neurons, 64, 512))
+        maps, hw, pb, tile_maps = neurons // map_size, map_size, 1, lanes // hwb
+    else:  # one flat "map" of every neuron of a step, in blocks
+        hwb, _ = _lif_block(neurons)
+        lanes = hwb
+        maps, hw, pb, tile_maps = 1, neurons, cdiv(neurons, hwb), 1
+    grid = (cdiv(maps, tile_maps) * pb,)
+    check_grid(name, grid)
     return KernelLaunch(
         name="lif_fwd",
         kernel=_lif_fwd_kernel if HAS_TRITON else None,
@@ -247,11 +317,13 @@ def lif_fwd_plan(
             "x_ptr": dtype,
             "v0_ptr": dtype,
             "s_ptr": torch.int8 if int8_spikes else dtype,
+            "s8_ptr": torch.int8,
+            "act_ptr": torch.int8,
             "h_ptr": dtype,
             "vlast_ptr": dtype,
         },
         scalars={
-            **dict.fromkeys(("M", "T"), "i32"),
+            **dict.fromkeys(("MAPS_TOTAL", "HW", "PB", "T", "x_tstride"), "i32"),
             **dict.fromkeys(("tau", "decay", "v_th", "v_reset"), "fp32"),
         },
         constexprs={
@@ -259,20 +331,30 @@ def lif_fwd_plan(
             "RESET0": v_reset is None or v_reset == 0.0,
             "SOFT": v_reset is None,
             "STORE_H": not int8_spikes,
-            "BLOCK": block,
+            "COPY_I8": map_size > 0 and not int8_spikes,
+            "ACTIVITY": activity,
+            "V0_SCALAR": bool(v0_scalar),
+            "MAPS": tile_maps,
+            "HWB": hwb,
         },
-        num_warps=warps,
+        num_warps=max(1, min(8, lanes // 128)),
         num_stages=LIF_NUM_STAGES,
         enable_fp_fusion=LIF_FP_FUSION,
+        values={"MAPS_TOTAL": maps, "HW": hw, "PB": pb},
     )
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
 
 
 @plan("lif_bwd")
 def lif_bwd_plan(
     shape: tuple[int, ...] | torch.Size, dtype: torch.dtype, v_reset: float | None,
-    detach_reset: bool, surrogate: str,
+    detach_reset: bool, surrogate: str, has_grad_v: bool = True,
 ) -> KernelLaunch:  # fmt: skip
-    """The backward's launch for ``h_seq`` of ``shape`` ``[T, ...]`` and ``dtype``."""
+    """The backward's launch for ``h_seq`` of ``shape`` ``[T, ...]`` and ``dtype``
+    (``has_grad_v``: a gradient reaches the last potential)."""
     if surrogate not in SURROGATES:
         raise ValueError(f"unknown surrogate {surrogate!r}; expected one of {SURROGATES}")
     block, warps, grid = _lif_launch("ndsnn::lif_multistep_backward (Triton)", "h_seq", shape)
@@ -289,6 +371,7 @@ def lif_bwd_plan(
             "SOFT": v_reset is None,
             "DETACH": bool(detach_reset),
             "ATAN": surrogate == "atan",
+            "HAS_GV": bool(has_grad_v),
             "BLOCK": block,
         },
         num_warps=warps,
@@ -316,6 +399,21 @@ def lif_forward_tolerance(
 # ----------------------------------------------------------------------------- launchers
 
 
+def _time_stride(x_seq: Tensor) -> tuple[Tensor, int]:
+    """``(x, stride of t)``: ``x_seq`` as the kernel reads it — one contiguous step, either
+    repeated over T (an input expanded from one step, as a direct-coding stem gives: stride 0, no
+    copy) or stored T times."""
+    if x_seq.stride(0) == 0 and x_seq[0].is_contiguous():
+        return x_seq, 0
+    x = x_seq.contiguous()
+    return x, x[0].numel()
+
+
+def _scalar_view(v: Tensor) -> bool:
+    """Whether ``v`` is one value seen at every position (an expanded 0-d or 1-element tensor)."""
+    return v.numel() > 0 and all(st == 0 for st in v.stride())
+
+
 def lif_forward_triton(
     x_seq: Tensor,
     v_init: Tensor,
@@ -324,26 +422,41 @@ def lif_forward_triton(
     v_reset: float | None,
     decay_input: bool,
     int8_spikes: bool = False,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Fused multi-step LIF forward: ``(spike_seq, v_last, h_seq)`` as :func:`lif_forward_ref`."""
-    launch = lif_fwd_plan(x_seq.shape, x_seq.dtype, int8_spikes, decay_input, v_reset)
-    x = x_seq.contiguous()
-    T = x.shape[0]
-    M = x[0].numel()
-    spikes = torch.empty_like(x, dtype=torch.int8 if int8_spikes else x.dtype)
-    h_seq = x.new_empty(0) if int8_spikes else torch.empty_like(x)
-    v_last = torch.empty(x.shape[1:], dtype=x.dtype, device=x.device)
+    map_size: int = 0,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Fused multi-step LIF forward, as :func:`lif_forward_ref`: one launch writes the spikes,
+    ``h``, the last potential and the spikes' companion."""
+    x, tstride = _time_stride(x_seq)
+    v0 = v_init.to(x.dtype)
+    v0_scalar = _scalar_view(v0)
+    launch = lif_fwd_plan(
+        x_seq.shape, x_seq.dtype, int8_spikes, decay_input, v_reset, map_size, v0_scalar
+    )
+    T = x_seq.shape[0]
+    shape = x_seq.shape
+    device = x_seq.device
+    spikes = torch.empty(shape, dtype=torch.int8 if int8_spikes else x.dtype, device=device)
+    h_seq = x.new_empty(0) if int8_spikes else torch.empty(shape, dtype=x.dtype, device=device)
+    v_last = torch.empty(shape[1:], dtype=x.dtype, device=device)
+    c = launch.constexprs
+    spikes_i8 = torch.empty(shape if c["COPY_I8"] else 0, dtype=torch.int8, device=device)
+    values = launch.values
+    active = torch.empty(
+        (T, values["MAPS_TOTAL"]) if c["ACTIVITY"] else 0, dtype=torch.int8, device=device
+    )
+    unused = spikes.new_empty(1, dtype=torch.int8)  # stands in for outputs a variant never writes
     launch.run(
-        # without STORE_H nothing is written through the h pointer: x stands in for the empty h_seq
-        x, v_init.to(x.dtype).contiguous(), spikes, x if int8_spikes else h_seq, v_last, M, T,
+        x, v0 if v0_scalar else v0.contiguous(), spikes, spikes_i8 if c["COPY_I8"] else unused,
+        active if c["ACTIVITY"] else unused, x if int8_spikes else h_seq, v_last,
+        values["MAPS_TOTAL"], values["HW"], values["PB"], T, tstride,
         float(tau), 1.0 - 1.0 / float(tau), float(v_threshold), 0.0 if v_reset is None else float(v_reset),
     )  # fmt: skip
-    return spikes, v_last, h_seq
+    return spikes, v_last, h_seq, spikes_i8, active
 
 
 def lif_backward_triton(
     grad_spike: Tensor,
-    grad_v_last: Tensor,
+    grad_v_last: Tensor | None,
     h_seq: Tensor,
     tau: float,
     v_threshold: float,
@@ -354,16 +467,21 @@ def lif_backward_triton(
     alpha: float,
 ) -> tuple[Tensor, Tensor]:
     """Fused multi-step LIF backward, as :func:`lif_backward_ref`."""
-    launch = lif_bwd_plan(h_seq.shape, h_seq.dtype, v_reset, detach_reset, surrogate)
+    launch = lif_bwd_plan(
+        h_seq.shape, h_seq.dtype, v_reset, detach_reset, surrogate, grad_v_last is not None
+    )
     h = h_seq.contiguous()
     T = h.shape[0]
     M = h[0].numel()
     grad_x = torch.empty_like(h)
     grad_v0 = torch.empty(h.shape[1:], dtype=h.dtype, device=h.device)
+    gv = (
+        grad_v0 if grad_v_last is None else grad_v_last.to(h.dtype).contiguous()
+    )  # never read if absent
     tau, alpha = float(tau), float(alpha)
     atan = surrogate == "atan"
     launch.run(
-        grad_spike.to(h.dtype).contiguous(), grad_v_last.to(h.dtype).contiguous(), h, grad_x, grad_v0, M, T,
+        grad_spike.to(h.dtype).contiguous(), gv, h, grad_x, grad_v0, M, T,
         1.0 / tau if decay_input else 1.0, 1.0 - 1.0 / tau, float(v_threshold),
         0.0 if v_reset is None else float(v_reset),
         math.pi / 2 * alpha if atan else alpha, alpha / 2 if atan else alpha,

@@ -9,8 +9,16 @@ For a mask viewed as ``[rows, cols]`` (rows = output channels, cols = flattened
   programs launched together get similar work;
 * transpose (CSC) index for the input gradient and the event-driven weight gradient:
   ``col_ptr [cols+1]``, ``t_row_idx [cap]`` / ``t_col_idx [cap]`` (row and column of each entry in
-  column-major order) and ``t_entry_flat [cap]`` (its flat index into the weight), pointing into
-  the same dense weight (no second copy of values).
+  column-major order), ``t_entry_flat [cap]`` (its flat index into the weight) and
+  ``t_entry_csr [cap]`` (its position in the CSR order), pointing into the same dense weight (no
+  second copy of values);
+* column *groups* of ``group`` consecutive columns (an input channel's ``kh·kw`` taps; 1 for a
+  linear layer): ``group_order [cols/group]``, the groups sorted by kept count, longest first
+  (the input gradient's and weight gradient's program order); a group's entries are the CSC
+  range ``col_ptr[g·group] .. col_ptr[(g+1)·group]``;
+* ``tile_base [rows, ceil(cols / REDUCE_BLOCK)]``: kept entries of each row before each
+  ``REDUCE_BLOCK``-column tile (the weight gradient's reduce finds an entry's CSR position from it
+  and the mask, with no per-row scan).
 
 Built on the device with cumsum and stable sorts (no ``nonzero``). Buffers are sized at the first
 build (``cap`` = that mask's non-zero count; NDSNN's count only falls, RigL/SET keep it) and reused
@@ -31,6 +39,8 @@ import torch
 from torch import Tensor
 
 _CACHE_SIZE = 512
+#: columns per tile of :attr:`SparseIndex.tile_base` (the weight-gradient reduce's block)
+REDUCE_BLOCK = 256
 
 
 @dataclass
@@ -47,6 +57,10 @@ class SparseIndex:
     t_row_idx: Tensor  # int32 [cap]
     t_col_idx: Tensor  # int32 [cap]
     t_entry_flat: Tensor  # int64 [cap]
+    t_entry_csr: Tensor  # int32 [cap]
+    group: int
+    group_order: Tensor  # int32 [cols // group]
+    tile_base: Tensor  # int32 [rows, ceil(cols / REDUCE_BLOCK)]
 
 
 def _true_first(flat: Tensor) -> Tensor:
@@ -54,9 +68,12 @@ def _true_first(flat: Tensor) -> Tensor:
     return torch.argsort((~flat).to(torch.uint8), stable=True)
 
 
-def build_index(mask2d: Tensor, cap: int | None = None) -> SparseIndex:
-    """Build the index of a bool ``[rows, cols]`` mask with room for ``cap`` entries (default: nnz)."""
+def build_index(mask2d: Tensor, cap: int | None = None, group: int = 1) -> SparseIndex:
+    """Build the index of a bool ``[rows, cols]`` mask with room for ``cap`` entries (default: nnz),
+    its columns grouped ``group`` at a time (``cols`` must be a multiple of ``group``)."""
     rows, cols = mask2d.shape
+    if group < 1 or cols % group:
+        raise ValueError(f"build_index: {cols} columns do not split into groups of {group}")
     counts = mask2d.sum(1, dtype=torch.int32)
     col_counts = mask2d.sum(0, dtype=torch.int32)
     if cap is None:
@@ -71,6 +88,18 @@ def build_index(mask2d: Tensor, cap: int | None = None) -> SparseIndex:
     # keep the full sort's storage alive (a 1 %-dense mask would hold 100x what it needs).
     pos = _true_first(mask2d.reshape(-1))[:cap].clone()
     pos_t = _true_first(mask2d.t().reshape(-1))[:cap].clone()
+    t_flat = (pos_t % rows) * cols + pos_t // rows
+    # CSR position of each CSC entry: kept flat positions come first in `pos`, increasing; the
+    # pruned tail is pushed past every flat index so the search sees one sorted array.
+    nnz = row_ptr[-1].to(torch.int64)
+    slots = torch.arange(cap, device=mask2d.device)
+    sorted_kept = torch.where(slots < nnz, pos, rows * cols)
+    t_entry_csr = torch.searchsorted(sorted_kept, t_flat).clamp_(max=cap - 1).to(torch.int32)
+    group_counts = col_counts.reshape(cols // group, group).sum(1)
+    tiles = -(-cols // REDUCE_BLOCK)
+    padded = torch.nn.functional.pad(mask2d.to(torch.int32), (0, tiles * REDUCE_BLOCK - cols))
+    per_tile = padded.reshape(rows, tiles, REDUCE_BLOCK).sum(2, dtype=torch.int32)
+    tile_base = (per_tile.cumsum(1, dtype=torch.int32) - per_tile).contiguous()
     return SparseIndex(
         rows=rows,
         cols=cols,
@@ -83,7 +112,11 @@ def build_index(mask2d: Tensor, cap: int | None = None) -> SparseIndex:
         col_ptr=col_ptr,
         t_row_idx=(pos_t % rows).to(torch.int32),
         t_col_idx=(pos_t // rows).to(torch.int32),
-        t_entry_flat=(pos_t % rows) * cols + pos_t // rows,
+        t_entry_flat=t_flat,
+        t_entry_csr=t_entry_csr,
+        group=group,
+        group_order=torch.argsort(group_counts, descending=True, stable=True).to(torch.int32),
+        tile_base=tile_base,
     )
 
 
@@ -110,7 +143,7 @@ class _IndexCache:
         self.entries: OrderedDict[tuple, tuple[int, Tensor, SparseIndex]] = OrderedDict()
         self.builds = 0
 
-    def get(self, mask: Tensor, rows: int, cols: int) -> SparseIndex:
+    def get(self, mask: Tensor, rows: int, cols: int, group: int = 1) -> SparseIndex:
         key = (
             mask.device,
             mask.data_ptr(),
@@ -119,6 +152,7 @@ class _IndexCache:
             tuple(mask.stride()),
             rows,
             cols,
+            group,
         )
         version = mask._version
         entry = self.entries.get(key)
@@ -133,7 +167,7 @@ class _IndexCache:
                 nnz = int(mask2d.sum())  # sizing check on a mask change only (no hint recorded)
                 note_nnz(mask, nnz)
             cap = entry[2].cap if nnz <= entry[2].cap else nnz
-        index = build_index(mask2d, cap)
+        index = build_index(mask2d, cap, group)
         self.builds += 1
         self.entries[key] = (version, mask, index)
         self.entries.move_to_end(key)
@@ -149,6 +183,7 @@ class _IndexCache:
 INDEX_CACHE = _IndexCache()
 
 
-def get_index(mask: Tensor, rows: int, cols: int) -> SparseIndex:
-    """The cached index of ``mask`` viewed as ``[rows, cols]``, rebuilt when the mask changed."""
-    return INDEX_CACHE.get(mask, rows, cols)
+def get_index(mask: Tensor, rows: int, cols: int, group: int = 1) -> SparseIndex:
+    """The cached index of ``mask`` viewed as ``[rows, cols]`` (columns grouped ``group`` at a
+    time), rebuilt when the mask changed."""
+    return INDEX_CACHE.get(mask, rows, cols, group)

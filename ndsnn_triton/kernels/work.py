@@ -4,11 +4,13 @@ One rule, shared by the kernels (``spike_conv.py``), the instrumented interprete
 profiler's ``kernel`` cost convention. Shapes: ``x [N, C, H, W]`` (N = T·B; a linear layer's
 ``[N, F]`` is a ``[N, F, 1, 1]`` map), mask ``[OC, C, KH, KW]``, output ``[N, OC, OH, OW]``.
 
-* **Forward** (one program = one output channel × ``BLOCK_P`` consecutive output positions of the
-  flattened ``(n, oh, ow)``): for each kept weight ``(o, c, kh, kw)`` the program runs its
-  ``lanes(b)`` in-range positions unless every sample the block touches has an all-zero input map
-  in channel ``c`` (a silent ``(sample-block, channel)`` pair is skipped). With ``A_c`` = Σ over
-  blocks of ``active(b, c)·lanes(b)``: executed = Σ_c kept_c · A_c.
+* **Forward** (a program gathers, for a tile of samples × output positions of one map, the
+  inputs of a row's kept weights): with the map activity of its input (which the library's LIF,
+  or the fallback pass, hands it) and output maps of at least
+  :data:`FORWARD_SKIP_MIN_POSITIONS` positions, the kernel runs kept weight ``(o, c, kh, kw)`` for sample ``n`` only if input map
+  ``(n, c)`` holds a spike, over all ``OH·OW`` positions of the output map (padding lanes
+  included); otherwise for every sample. With ``A_c`` the samples whose map ``c`` is active
+  (``N`` without skipping): executed = Σ_c kept_c · A_c · OH·OW.
 * **Input gradient**: every kept weight runs over every input position: ``nnz · N·H·W``.
 * **Weight gradient** (event-driven): each input channel's non-zero inputs at *usable* positions
   (those some kernel tap maps onto an output position) are compacted into event lists, and every
@@ -17,7 +19,8 @@ profiler's ``kernel`` cost convention. Shapes: ``x [N, C, H, W]`` (N = T·B; a l
   stride grid for a given event is still issued (masked), so it counts.
 
 The ``snn`` ideal of a step is ``d·M·r`` per sample with ``M = OC·C·KH·KW·OH·OW``: the kernel's
-forward reaches it only if spikes cluster in whole silent maps; the event-driven weight gradient
+forward reaches it only if spikes cluster in whole silent maps (its work factor is the fraction of
+active maps); the event-driven weight gradient
 reaches it up to the correlation of kept weights with channel activity (stride 1), and issues
 about ``s²`` times it on a stride-``s`` layer with a 3×3 kernel (every event meets every tap).
 """
@@ -30,7 +33,24 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ndsnn_triton.kernels.launch import pow2_block
+#: smallest output map (positions) on which the forward skips silent input maps: on smaller ones
+#: (1×1: a linear layer) the activity load would cost as much as the gather it saves
+FORWARD_SKIP_MIN_POSITIONS = 4
+
+
+#: largest map whose activity the LIF and the fallback pass write (each map in one program)
+MAX_ACTIVITY_MAP = 4096
+
+
+def forward_skips_silent_maps(out_positions: int) -> bool:
+    """Whether the forward, given map activity, skips silent input maps on ``OH·OW`` outputs."""
+    return out_positions >= FORWARD_SKIP_MIN_POSITIONS
+
+
+def emits_activity(map_size: int) -> bool:
+    """Whether the producers of spikes (LIF, fallback pass) write per-map activity for maps of
+    ``map_size`` positions: maps the forward can skip, small enough for one program."""
+    return FORWARD_SKIP_MIN_POSITIONS <= map_size <= MAX_ACTIVITY_MAP
 
 
 def out_hw(
@@ -46,11 +66,6 @@ def out_hw(
     oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     ow = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     return oh, ow
-
-
-def forward_block(positions: int, out_channels: int) -> int:
-    """``BLOCK_P`` of the forward kernel for ``positions = N·OH·OW`` (the plan's own rule)."""
-    return pow2_block(positions, 16, 128, others=out_channels)
 
 
 def usable_rows(size: int, out_size: int, k: int, stride: int, pad: int, dil: int) -> Tensor:
@@ -77,24 +92,15 @@ def map_activity(x: Tensor) -> Tensor:
     return (x.reshape(x.shape[0], x.shape[1], -1) != 0).any(-1)
 
 
-def active_lanes(active: Tensor, out_positions: int, block_p: int) -> Tensor:
-    """``A_c`` (int64 ``[C]``): forward lanes run per kept weight of input channel ``c``.
-
-    ``active`` is :func:`map_activity`'s ``[N, C]``; ``out_positions`` = ``OH·OW`` per sample.
-    """
-    n, _ = active.shape
-    total = n * out_positions
-    if total == 0:
-        return torch.zeros(active.shape[1], dtype=torch.int64, device=active.device)
-    starts = torch.arange(0, total, block_p, device=active.device)
-    lanes = torch.clamp(total - starts, max=block_p)
-    n_lo = starts // out_positions
-    n_hi = (starts + lanes - 1) // out_positions
-    csum = torch.cat(
-        [active.new_zeros(1, active.shape[1], dtype=torch.int64), active.long().cumsum(0)]
-    )
-    block_active = (csum[n_hi + 1] - csum[n_lo]) > 0  # [blocks, C]
-    return (block_active.long() * lanes[:, None]).sum(0)
+def active_samples(x: Tensor, out_positions: int, skip: bool = True) -> Tensor:
+    """``A_c`` (int64 ``[C]``): samples the forward runs each kept weight of input channel ``c``
+    over — those whose map ``c`` holds a spike when the forward skips silent maps (``skip`` and
+    ``out_positions`` large enough), else all ``N``."""
+    x = _as_4d(x)
+    n, c = x.shape[:2]
+    if skip and forward_skips_silent_maps(out_positions):
+        return map_activity(x).sum(0, dtype=torch.int64)
+    return torch.full((c,), n, dtype=torch.int64, device=x.device)
 
 
 def channel_events(
@@ -130,10 +136,12 @@ def executed_macs(
     stride: Sequence[int] = (1, 1),
     padding: Sequence[int] = (0, 0),
     dilation: Sequence[int] = (1, 1),
+    skip: bool = True,
 ) -> ExecutedWork:
     """MACs the Triton forward, input-gradient and (masked) weight-gradient kernels execute for
     input ``x`` (``[N, C, H, W]`` or ``[N, F]``) and bool ``mask`` (``[OC, C, KH, KW]`` or
-    ``[OC, F]``), by the rule of the module docstring."""
+    ``[OC, F]``), by the rule of the module docstring; ``skip``: the forward is given the input's
+    map activity (as the library's LIF and the ops' fallback pass give it to every spike input)."""
     x = _as_4d(x)
     if mask.dtype != torch.bool:
         raise TypeError(f"executed_macs: mask must be bool, got {mask.dtype}")
@@ -148,10 +156,10 @@ def executed_macs(
     oc, _, kh, kw = mask.shape
     oh, ow = out_hw(h, w, kh, kw, stride, padding, dilation)
     kept = mask.reshape(oc, c, kh * kw).sum((0, 2), dtype=torch.int64).to(x.device)
-    lanes = active_lanes(map_activity(x), oh * ow, forward_block(n * oh * ow, oc))
+    samples = active_samples(x, oh * ow, skip)
     events = channel_events(x, (kh, kw), stride, padding, dilation)
     return ExecutedWork(
-        forward=(kept * lanes).sum(),
+        forward=(kept * samples).sum() * (oh * ow),
         input_grad=kept.sum() * (n * h * w),
         weight_grad=(kept * events).sum(),
     )
@@ -164,7 +172,8 @@ class WorkFactors:
     executed MACs = factor · d · M · N):
 
     * ``rate``: non-zero fraction of the input (the ``snn`` convention's ``r``);
-    * ``forward``: Σ_c A_c / (C·N·OH·OW), forward lanes run (``r ≤ forward ≤ 1``);
+    * ``forward``: Σ_c A_c·OH·OW / (C·N·OH·OW), forward lanes run — the fraction of active input
+      maps where the forward skips silent ones, else 1 (``r ≤ forward ≤ 1``);
     * ``weight_grad``: Σ_c E_c / (C·N·OH·OW), events per output position (≈ ``r`` at stride 1).
     """
 
@@ -179,7 +188,6 @@ def work_factors(
     stride: Sequence[int] = (1, 1),
     padding: Sequence[int] = (0, 0),
     dilation: Sequence[int] = (1, 1),
-    out_channels: int = 1,
 ) -> WorkFactors:
     """:class:`WorkFactors` of input ``x`` for a convolution of that geometry (one host sync)."""
     x = _as_4d(x)
@@ -187,10 +195,10 @@ def work_factors(
     kh, kw = kernel_size
     oh, ow = out_hw(h, w, kh, kw, stride, padding, dilation)
     dense = c * n * oh * ow
-    lanes = active_lanes(map_activity(x), oh * ow, forward_block(n * oh * ow, out_channels))
+    lanes = active_samples(x, oh * ow).sum() * (oh * ow)
     events = channel_events(x, kernel_size, stride, padding, dilation)
     nonzero = torch.count_nonzero(x)
-    vals = torch.stack([nonzero, lanes.sum(), events.sum()]).tolist()
+    vals = torch.stack([nonzero, lanes, events.sum()]).tolist()
     if dense == 0 or x.numel() == 0:
         return WorkFactors(float("nan"), float("nan"), float("nan"))
     return WorkFactors(vals[0] / x.numel(), vals[1] / dense, vals[2] / dense)

@@ -16,8 +16,15 @@ import torch
 from torch import Tensor, nn
 
 from ndsnn_triton.backend import aten_reference_enabled
+from ndsnn_triton.companion import SpikeCompanion, companion_of
 from ndsnn_triton.nn.masked_aten import masked_conv2d_aten, masked_linear_aten
-from ndsnn_triton.ops import SPIKE_DTYPES, masked_conv2d, masked_linear, record_mask_count
+from ndsnn_triton.ops import (
+    HALF_DTYPES,
+    SPIKE_DTYPES,
+    masked_conv2d,
+    masked_linear,
+    record_mask_count,
+)
 
 
 def _compute_dtype(x: Tensor, weight: Tensor) -> torch.dtype:
@@ -32,6 +39,19 @@ def _compute_dtype(x: Tensor, weight: Tensor) -> torch.dtype:
 def _op_input(x: Tensor, dtype: torch.dtype) -> Tensor:
     """x in the compute dtype; compact spikes stay compact (the op reads them as they are)."""
     return x if x.dtype in SPIKE_DTYPES else x.to(dtype)
+
+
+def _op_param(p: Tensor, dtype: torch.dtype) -> Tensor:
+    """A weight or bias as the op takes it: fp32 master values stay fp32 for a bf16/fp16 compute
+    dtype (the op reads them as stored and returns their gradient in fp32: no cast either way);
+    any other mismatch is cast."""
+    keep = p.dtype == dtype or (p.dtype == torch.float32 and dtype in HALF_DTYPES)
+    return p if keep else p.to(dtype)
+
+
+def _spike_companion(layer: MaskedLayer, x: Tensor) -> SpikeCompanion | None:
+    """The companion the producer of the spike input ``x`` attached (before any cast of ``x``)."""
+    return companion_of(x) if layer.spike_input else None
 
 
 class MaskedLayer:
@@ -176,8 +196,8 @@ class SpikeConv2d(MaskedLayer, nn.Conv2d):
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"SpikeConv2d: input must be [T, B, C, H, W] (5-D), got {shape}")
         dtype = _compute_dtype(x, self.weight)
-        bias = None if self.bias is None else self.bias.to(dtype)
         if aten_reference_enabled():
+            bias = None if self.bias is None else self.bias.to(dtype)
             y = masked_conv2d_aten(
                 x.flatten(0, 1).to(dtype),
                 self.weight,
@@ -190,17 +210,19 @@ class SpikeConv2d(MaskedLayer, nn.Conv2d):
                 self.groups,
             )
             return y.unflatten(0, x.shape[:2])
+        x4 = x.flatten(0, 1)
         y = masked_conv2d(
-            _op_input(x.flatten(0, 1), dtype),
-            self.weight.to(dtype),
+            _op_input(x4, dtype),
+            _op_param(self.weight, dtype),
             self.mask,
-            bias,
+            None if self.bias is None else _op_param(self.bias, dtype),
             list(self.stride),
             self._padding_ints,
             list(self.dilation),
             self.groups,
             spike_input=self.spike_input,
             dense_weight_grad=self.dense_weight_grad,
+            companion=_spike_companion(self, x4),
         )
         return y.unflatten(0, x.shape[:2])
 
@@ -235,16 +257,18 @@ class SpikeLinear(MaskedLayer, nn.Linear):
                 f"SpikeLinear: input must be [T, B, in_features] (at least 2-D), got {shape}"
             )
         dtype = _compute_dtype(x, self.weight)
-        bias = None if self.bias is None else self.bias.to(dtype)
         if aten_reference_enabled():
+            bias = None if self.bias is None else self.bias.to(dtype)
             return masked_linear_aten(x.to(dtype), self.weight, self.mask, bias, dtype)
+        x2 = x.reshape(-1, x.shape[-1])
         y = masked_linear(
-            _op_input(x.reshape(-1, x.shape[-1]), dtype),
-            self.weight.to(dtype),
+            _op_input(x2, dtype),
+            _op_param(self.weight, dtype),
             self.mask,
-            bias,
+            None if self.bias is None else _op_param(self.bias, dtype),
             spike_input=self.spike_input,
             dense_weight_grad=self.dense_weight_grad,
+            companion=_spike_companion(self, x2),
         )
         return y.reshape(*x.shape[:-1], y.shape[-1])
 

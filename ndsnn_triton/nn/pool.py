@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ndsnn_triton.companion import SpikeCompanion, attach, companion_of
 from ndsnn_triton.ops import SPIKE_DTYPES
 
 #: largest window (``kh * kw`` elements) whose in-window offset fits the uint8 code
@@ -85,6 +86,10 @@ class SpikeMaxPool2d(nn.MaxPool2d):
     not divisible by the kernel, windows over 256 elements, other ranks) runs
     ``nn.MaxPool2d.forward`` unchanged, saving its int64 indices.
 
+    Spikes that came with a companion (:mod:`ndsnn_triton.companion`: the library's LIF attaches
+    one) pass it on through non-overlapping windows: the pooled int8 copy, and the same per-map
+    activity (a pooled map is silent exactly when its input map is).
+
     Pooling runs in the input's dtype (float16/bfloat16/float32/float64), also under
     ``torch.autocast``, as ``nn.MaxPool2d`` does. Pure torch ops: any device, and
     ``torch.compile``.
@@ -110,6 +115,19 @@ class SpikeMaxPool2d(nn.MaxPool2d):
         return (kh, kw) if blocks else None
 
     def forward(self, x: Tensor) -> Tensor:
+        companion = companion_of(x)
+        y = self._pool(x)
+        if (
+            companion is not None
+            and not self.return_indices
+            and x.dim() == 4
+            and self._window(x) is not None
+        ):
+            copy = y if y.dtype == torch.int8 else y.to(torch.int8)
+            attach(y, SpikeCompanion(copy.view(torch.int8), companion.active))
+        return y
+
+    def _pool(self, x: Tensor) -> Tensor:
         if x.dtype not in SPIKE_DTYPES:
             return self._forward_float(x)
         if self.return_indices:
@@ -117,7 +135,7 @@ class SpikeMaxPool2d(nn.MaxPool2d):
         window = self._window(x)
         if window is not None:
             if x.dtype == torch.bool:
-                return self.forward(x.view(torch.uint8)).view(torch.bool)
+                return self._pool(x.view(torch.uint8)).view(torch.bool)
             kh, kw = window
             h, w = x.shape[-2:]
             tiles = x.unflatten(-1, (w // kw, kw)).unflatten(-3, (h // kh, kh))

@@ -50,6 +50,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ndsnn_triton.backend import aten_reference_enabled, get_backend, get_recompute_density
 from ndsnn_triton.backend import use_backend as _use_backend
+from ndsnn_triton.companion import SpikeCompanion, attach, companion_of
 from ndsnn_triton.nn.layers import MaskedLayer
 from ndsnn_triton.nn.lif import LIF
 from ndsnn_triton.ops import SPIKE_DTYPES
@@ -199,17 +200,26 @@ class _RecomputedSegment(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         inputs, params = args[:n_inputs], args[n_inputs:]
         segment.capture()
+        companions = [
+            companion_of(x) if spikes else None
+            for x, spikes in zip(inputs, segment.spikes, strict=True)
+        ]
         # Detached: the modules see no input that asks for a gradient in this no-grad forward
         # (global module hooks such as FlopCounterMode's tracker would try to hook its graph).
-        y = segment.run(*(x.detach() for x in inputs))
+        # The spikes' companions go along, so the first layer reads them as it would have.
+        y = segment.run(*(_with(x.detach(), c) for x, c in zip(inputs, companions, strict=True)))
         v_last = tuple(lif.v for lif in segment.lifs)
         ctx.segment, ctx.n_inputs = segment, n_inputs
         ctx.dtypes = [x.dtype for x in inputs]
-        # Binary spikes are exact in int8; the layers reading them checked them.
+        # Binary spikes are exact in int8 (the producer's copy where it made one); the layers
+        # reading them checked them. Map activity, where known, is kept for the replay.
         kept = [
-            x.to(torch.int8) if spikes and x.dtype not in SPIKE_DTYPES else x
-            for x, spikes in zip(inputs, segment.spikes, strict=True)
+            (c.spikes if c is not None else x.to(torch.int8))
+            if spikes and x.dtype not in SPIKE_DTYPES
+            else x
+            for x, spikes, c in zip(inputs, segment.spikes, companions, strict=True)
         ]
+        ctx.active = [None if c is None else c.active for c in companions]
         ctx.save_for_backward(*kept, *params)
         return (y, *v_last)
 
@@ -224,6 +234,11 @@ class _RecomputedSegment(torch.autograd.Function):
                 saved[:n], ctx.dtypes, ctx.needs_input_grad[2 : 2 + n], strict=True
             )
         ]
+        for x, kept, spikes, active in zip(
+            inputs, saved[:n], segment.spikes, ctx.active, strict=True
+        ):
+            if spikes and kept.dtype == torch.int8:
+                attach(x, SpikeCompanion(kept, active))
         needs_param = ctx.needs_input_grad[2 + n :]
         wanted = [p for p, need in zip(segment.params, needs_param, strict=True) if need]
         with torch.enable_grad(), segment.replay():
@@ -248,6 +263,10 @@ class _RecomputedSegment(torch.autograd.Function):
         grad_inputs = [next(found) if x.requires_grad else None for x in inputs]
         grad_params = [next(found) if need else None for need in needs_param]
         return (None, None, *grad_inputs, *grad_params)
+
+
+def _with(x: Tensor, companion: SpikeCompanion | None) -> Tensor:
+    return x if companion is None else attach(x, companion)
 
 
 def _apply(

@@ -143,8 +143,7 @@ class SpikeRateMonitor(LayerInputHooks):
         n, c, h, w = x4.shape
         oh, ow = work.out_hw(h, w, *g.kernel_size, g.stride, g.padding, g.dilation)
         nonzero = x4 != 0
-        block = work.forward_block(n * oh * ow, g.out_channels)
-        lanes = work.active_lanes(work.map_activity(nonzero), oh * ow, block).sum()
+        lanes = work.active_samples(nonzero, oh * ow).sum() * (oh * ow)
         usable = self._usable_mask(name, h, w, oh, ow, x4.device)
         events = (nonzero & usable).sum(dtype=torch.int64)
         return nonzero.sum(dtype=torch.int64), lanes, events, c * n * oh * ow

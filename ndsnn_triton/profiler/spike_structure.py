@@ -7,9 +7,6 @@ input's device and without host synchronisation, over all forwards seen:
 * silent 32-element *words*: runs of 32 consecutive elements of the contiguous ``[N, C, H, W]``
   input in memory order (the layout the kernels read; the last, partial word counts as a word);
 * silent *maps*: ``(sample, channel)`` planes ``H×W`` that are all zero;
-* silent *sample blocks*: ``(g consecutive samples, channel)`` pairs that are all zero, with
-  ``g = max(1, BLOCK_P // (OH·OW))`` and ``BLOCK_P`` the forward kernel's block of output
-  positions (:func:`ndsnn_triton.kernels.work.forward_block`; the last partial block counts);
 * *dead* channels: channels all zero over the ``N`` samples of one forward;
 * the kernels' work sums (:mod:`ndsnn_triton.kernels.work`): forward lanes ``Σ_c A_c``, weight-
   gradient events ``Σ_c E_c`` and the dense work ``C·N·OH·OW``, whose ratios are the forward and
@@ -20,28 +17,22 @@ Layer inputs are time-first: a ``SpikeConv2d`` gets ``[T, B, C, H, W]`` and is r
 (a 1×1 convolution with stride 1 and no padding).
 
 Guaranteed relations (per forward, so also over forwards of equal shape): every fraction lies in
-[0, 1]; ``silent_maps ≥ dead_channels`` and ``silent_sample_blocks ≥ dead_channels``;
-``silent_maps ≥ silent_sample_blocks`` when ``g`` divides ``N``; ``silent_words32 ≥ silent_maps``
-when 32 divides ``H·W``; ``rate ≤ 1 − silent_maps ≤ work.forward ≤ 1 − dead_channels``;
+[0, 1]; ``silent_maps ≥ dead_channels``; ``silent_words32 ≥ silent_maps`` when 32 divides
+``H·W``; ``rate ≤ 1 − silent_maps ≤ work.forward ≤ 1``, with ``work.forward = 1 − silent_maps``
+where the forward skips silent maps (output maps of 4 positions or more);
 ``silent_words32 ≥ 1 − nonzero / words``; ``work.weight_grad ≤ rate · H·W / (OH·OW)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ndsnn_triton.kernels.work import (
-    active_lanes,
-    channel_events,
-    forward_block,
-    map_activity,
-    out_hw,
-)
+from ndsnn_triton.kernels.work import active_samples, channel_events, map_activity, out_hw
 from ndsnn_triton.profiler.monitor import Geometry, LayerInputHooks, as_maps
 
 WORD = 32  # elements per word the kernels read
@@ -51,7 +42,6 @@ _COUNTERS = (
     "nonzero",
     "silent_words32",
     "silent_maps",
-    "silent_sample_blocks",
     "dead_channels",
     "lanes",
     "events",
@@ -66,28 +56,23 @@ class _Totals:
     elements: int = 0
     words: int = 0
     maps: int = 0
-    sample_blocks: int = 0
     channels: int = 0  # Σ C over forwards (the denominator of dead channels)
     dense: int = 0  # Σ C·N·OH·OW
-    sample_block_sizes: set[int] = field(default_factory=set)
     input_shape: tuple[int, int, int] | None = None
     output_shape: tuple[int, int, int] | None = None
     counts: Tensor | None = None  # int64 [len(_COUNTERS)] on the input's device
 
 
 def structure_counts(x4: Tensor, geometry: Geometry) -> tuple[Tensor, dict[str, Any]]:
-    """Counters of one ``[N, C, H, W]`` input (int64 ``[7]`` in :data:`_COUNTERS` order, on the
-    input's device, no host sync) and the host-known sizes (``words``, ``maps``,
-    ``sample_blocks``, ``channels``, ``dense``, ``g``, ``out_hw``)."""
+    """Counters of one ``[N, C, H, W]`` input (int64 ``[6]`` in :data:`_COUNTERS` order, on the
+    input's device, no host sync) and the host-known sizes (``words``, ``maps``, ``channels``,
+    ``dense``, ``out_hw``)."""
     n, c, h, w = x4.shape
     kh, kw = geometry.kernel_size
     oh, ow = out_hw(h, w, kh, kw, geometry.stride, geometry.padding, geometry.dilation)
     positions = oh * ow
-    block_p = forward_block(n * positions, geometry.out_channels)
-    g = max(1, block_p // positions) if positions else 1
     numel = x4.numel()
     words = -(-numel // WORD)
-    blocks = -(-n // g)
 
     nz = x4 != 0
     flat = nz.reshape(-1)
@@ -95,13 +80,8 @@ def structure_counts(x4: Tensor, geometry: Geometry) -> tuple[Tensor, dict[str, 
         flat = torch.cat([flat, flat.new_zeros(words * WORD - numel)])
     active_words = flat.reshape(words, WORD).any(1).sum(dtype=torch.int64)
     active = map_activity(x4)  # bool [N, C]
-    if blocks * g != n:
-        active_padded = torch.cat([active, active.new_zeros(blocks * g - n, c)])
-    else:
-        active_padded = active
-    active_blocks = active_padded.reshape(blocks, g, c).any(1).sum(dtype=torch.int64)
     live_channels = active.any(0).sum(dtype=torch.int64)
-    lanes = active_lanes(active, positions, block_p).sum()
+    lanes = active_samples(x4, positions).sum() * positions
     events = channel_events(
         x4, geometry.kernel_size, geometry.stride, geometry.padding, geometry.dilation
     ).sum()
@@ -110,7 +90,6 @@ def structure_counts(x4: Tensor, geometry: Geometry) -> tuple[Tensor, dict[str, 
             nz.sum(dtype=torch.int64),
             words - active_words,
             n * c - active.sum(dtype=torch.int64),
-            blocks * c - active_blocks,
             c - live_channels,
             lanes,
             events,
@@ -119,10 +98,8 @@ def structure_counts(x4: Tensor, geometry: Geometry) -> tuple[Tensor, dict[str, 
     sizes = {
         "words": words,
         "maps": n * c,
-        "sample_blocks": blocks * c,
         "channels": c,
         "dense": c * n * positions,
-        "g": g,
         "out_hw": (oh, ow),
     }
     return counts, sizes
@@ -153,9 +130,8 @@ class SpikeStructureMonitor(LayerInputHooks):
             t.counts = counts if t.counts is None else t.counts + counts
             t.forwards += 1
             t.elements += x4.numel()
-            for key in ("words", "maps", "sample_blocks", "channels", "dense"):
+            for key in ("words", "maps", "channels", "dense"):
                 setattr(t, key, getattr(t, key) + sizes[key])
-            t.sample_block_sizes.add(sizes["g"])
             t.input_shape = tuple(x4.shape[1:])
             t.output_shape = (geometry.out_channels, *sizes["out_hw"])
 
@@ -170,9 +146,7 @@ class SpikeStructureMonitor(LayerInputHooks):
         ``name``, ``kind``, ``spike_input``, ``input_shape`` ``[C, H, W]``, ``output_shape``
         ``[OC, OH, OW]``, geometry, ``forwards``, ``elements``, and as fractions in [0, 1]:
         ``rate`` (non-zero elements), ``silent_words32`` (of 32-element words),
-        ``silent_maps`` (of (sample, channel) maps), ``silent_sample_blocks`` (of
-        (g-sample block, channel) pairs; ``sample_block`` = g, a sorted list if it varied),
-        ``dead_channels`` (of channels, per forward), ``work`` (``forward`` = Σ lanes / Σ dense,
+        ``silent_maps`` (of (sample, channel) maps), ``dead_channels`` (of channels, per forward), ``work`` (``forward`` = Σ lanes / Σ dense,
         ``weight_grad`` = Σ events / Σ dense), ``density`` (weight density now), and ``counts``
         (the raw totals behind the fractions)."""
         seen = [(n, layer) for n, layer in self._layers if n in self._totals]
@@ -184,7 +158,6 @@ class SpikeStructureMonitor(LayerInputHooks):
             t = self._totals[name]
             geo = self._geometry[name]
             c = dict(zip(_COUNTERS, vals, strict=True))
-            sizes = sorted(t.sample_block_sizes)
             rows.append(
                 {
                     "name": name,
@@ -201,8 +174,6 @@ class SpikeStructureMonitor(LayerInputHooks):
                     "rate": _ratio(c["nonzero"], t.elements),
                     "silent_words32": _ratio(c["silent_words32"], t.words),
                     "silent_maps": _ratio(c["silent_maps"], t.maps),
-                    "sample_block": sizes[0] if len(sizes) == 1 else sizes,
-                    "silent_sample_blocks": _ratio(c["silent_sample_blocks"], t.sample_blocks),
                     "dead_channels": _ratio(c["dead_channels"], t.channels),
                     "work": {
                         "forward": _ratio(c["lanes"], t.dense),
@@ -213,7 +184,6 @@ class SpikeStructureMonitor(LayerInputHooks):
                         **c,
                         "words": t.words,
                         "maps": t.maps,
-                        "sample_blocks": t.sample_blocks,
                         "channels": t.channels,
                         "dense": t.dense,
                     },
