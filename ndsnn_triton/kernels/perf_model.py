@@ -190,17 +190,18 @@ class LaunchCost:
 
 
 @functools.lru_cache(maxsize=4096)
-def expected_chunks(total: int, density: float, block: int) -> float:
-    """``E[ceil(L / block)]`` for ``L ~ Binomial(total, density)``: gather iterations of a row
-    (column) of ``total`` weights under a uniformly random mask."""
+def expected_chunks(total: int, density: float, block: int, at_least: int = 0) -> float:
+    """``E[max(at_least, ceil(L / block))]`` for ``L ~ Binomial(total, density)``: gather
+    iterations of a row (column) of ``total`` weights under a uniformly random mask (the
+    pipelined kernels give an empty row one iteration: ``at_least=1``)."""
     if density >= 1.0:
-        return float(cdiv(total, block))
+        return float(max(at_least, cdiv(total, block)))
     if density <= 0.0 or total == 0:
-        return 0.0
+        return float(at_least)
     k = torch.arange(total + 1, dtype=torch.float64)
     pmf = torch.distributions.Binomial(total, torch.tensor(density, dtype=torch.float64))
     probs = pmf.log_prob(k).exp()
-    return float((probs * torch.ceil(k / block)).sum())
+    return float((probs * torch.ceil(k / block).clamp(min=at_least)).sum())
 
 
 def _b(elements: float, dtype: torch.dtype) -> float:
@@ -226,10 +227,12 @@ def conv_fwd_cost(
     bias: bool = False,
     skip: bool = True,
 ) -> LaunchCost:
-    """``_conv_fwd_kernel``: per program ``ROWS`` rows × ``E[ceil(row / BLOCK_K)]`` iterations,
-    each a vector load of column indices, then (activity →) the weights and the input gather:
-    2 dependent loads (3 skipping silent maps). Reads the input once (live maps only when
-    skipping), the kept weights and the CSR index; writes ``y``."""
+    """``_conv_fwd_kernel``: per program one software-pipelined loop over its ``ROWS`` rows'
+    chunks of ``BLOCK_K`` kept weights (``E[max(1, ceil(row / BLOCK_K))]`` per row): a chunk's
+    column indices are loaded two iterations ahead and its weights and activity one ahead, so
+    each iteration waits for one gather (chain 1 per item, plus 2 to fill the pipeline). Reads
+    the input once (live maps only when skipping), the kept weights and the CSR index; writes
+    ``y``."""
     spikes = spikes or Spikes()
     launch = conv_fwd_plan(
         shape.x_shape, shape.w_shape, shape.stride, shape.padding, shape.dilation, x_dtype,
@@ -237,7 +240,7 @@ def conv_fwd_cost(
     )  # fmt: skip
     c = launch.constexprs
     density = nnz / max(shape.weights, 1)
-    per_row = expected_chunks(shape.cin * shape.kh * shape.kw, density, c["BLOCK_K"])
+    per_row = expected_chunks(shape.cin * shape.kh * shape.kw, density, c["BLOCK_K"], 1)
     tiles = launch.grid[0]
     live = spikes.active_maps if c["SKIP"] else 1.0
     out = shape.n * shape.cout * shape.oh * shape.ow
@@ -249,25 +252,27 @@ def conv_fwd_cost(
         "write y": _b(out, y_dtype),
     }
     iterations = tiles * shape.cout * per_row
-    lanes = iterations * c["BLOCK_K"] * (c["S"] * c["Q"]) * (2 if c["SKIP"] else 1)
+    lanes = iterations * c["BLOCK_K"] * (c["S"] * c["Q"] + (c["S"] if c["SKIP"] else 0) + 2)
     lanes += out  # the store
     flops = 2 * nnz * shape.n * shape.oh * shape.ow * live
-    return _cost(launch, traffic, flops, lanes, iterations * (3 if c["SKIP"] else 2))
+    return _cost(launch, traffic, flops, lanes, iterations + 2 * launch.programs)
 
 
 def conv_dgrad_cost(
     shape: ConvShape, nnz: int, dy_dtype: torch.dtype, w_dtype: torch.dtype
 ) -> LaunchCost:
-    """``_conv_dgrad_kernel``: per program ``CHANS`` input channels × ``E[ceil(column /
-    BLOCK_K)]`` iterations of 2 dependent loads (transpose index → weights and the dY gather);
-    reads dY once, writes dX."""
+    """``_conv_dgrad_kernel``: per program one software-pipelined loop over its ``CHANS`` input
+    channels' chunks of ``BLOCK_K`` kept weights (``E[max(1, ceil(column / BLOCK_K))]`` per
+    channel): a chunk's transpose-index entries are loaded one iteration ahead, so each waits
+    for its weights and dY gather only (chain 1 per item, plus 1 to fill). Reads dY once,
+    writes dX."""
     launch = conv_dgrad_plan(
         shape.x_shape, shape.w_shape, shape.stride, shape.padding, shape.dilation, dy_dtype,
         w_dtype, nnz,
     )  # fmt: skip
     c = launch.constexprs
     density = nnz / max(shape.weights, 1)
-    per_chan = expected_chunks(shape.cout * shape.kh * shape.kw, density, c["BLOCK_K"])
+    per_chan = expected_chunks(shape.cout * shape.kh * shape.kw, density, c["BLOCK_K"], 1)
     iterations = launch.grid[0] * shape.cin * per_chan
     dx = shape.n * shape.cin * shape.h * shape.w
     traffic = {
@@ -277,9 +282,9 @@ def conv_dgrad_cost(
         * (shape.cin * shape.kh * shape.kw + shape.cin + 1),
         "write dx": _b(dx, dy_dtype),
     }
-    lanes = iterations * c["BLOCK_K"] * c["S"] * c["Q"] + dx
+    lanes = iterations * c["BLOCK_K"] * (c["S"] * c["Q"] + 3) + dx
     flops = 2 * nnz * shape.n * shape.h * shape.w
-    return _cost(launch, traffic, flops, lanes, iterations * 2)
+    return _cost(launch, traffic, flops, lanes, iterations + launch.programs)
 
 
 def conv_wgrad_cost(

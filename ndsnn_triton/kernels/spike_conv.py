@@ -174,6 +174,31 @@ def masked_conv2d_weight_grad_ref(
 if HAS_TRITON:
 
     @triton.jit
+    def _item(i, total, slots, items_end, items_n, starts, ends, tags, BLOCK_K: tl.constexpr):
+        """Item ``i`` of a program's flat loop over (row, chunk of BLOCK_K entries) of its rows:
+        the chunk's entry indices and mask, the row's tag (its channel) and whether the item is
+        the row's last. Past ``total``: an all-masked item."""
+        slot = tl.sum((items_end <= i).to(tl.int32), axis=0)
+        pick = slots == slot
+        first = tl.sum(tl.where(pick, items_end - items_n, 0), axis=0)
+        e = tl.sum(tl.where(pick, starts, 0), axis=0) + (i - first) * BLOCK_K + tl.arange(0, BLOCK_K)
+        # past the last item the limit is 0 (a scalar bool & a vector one would not broadcast in
+        # the interpreter)
+        limit = tl.where(total > i, tl.sum(tl.where(pick, ends, 0), axis=0), 0)
+        emask = e < limit
+        tag = tl.sum(tl.where(pick, tags, 0), axis=0)
+        last = i + 1 == tl.sum(tl.where(pick, items_end, 0), axis=0)
+        return e, emask, tag, last
+
+    @triton.jit
+    def _items_of(slots, valid, starts, ends, BLOCK_K: tl.constexpr):
+        """Per row slot: its items (chunks, at least one so an empty row is written too), their
+        running end, and the program's total."""
+        items_n = tl.where(valid, tl.maximum((ends - starts + BLOCK_K - 1) // BLOCK_K, 1), 0)
+        items_end = tl.cumsum(items_n, axis=0)
+        return items_n, items_end, tl.sum(items_n, axis=0)
+
+    @triton.jit
     def _conv_fwd_kernel(
         x_ptr, w_ptr, bias_ptr, row_ptr, col_idx, row_order, active_ptr, y_ptr, work_ptr,
         N, C, H, W, OC, OH, OW, K, KH, KW, QT, pad_h, pad_w, stride_h, stride_w, dil_h, dil_w,
@@ -192,41 +217,54 @@ if HAS_TRITON:
         x_n = n * (C * H * W)
         out_mask = nmask[:, None] & qmask[None, :]
         n_q = tl.sum(qmask.to(tl.int32), axis=0)
-        for i in range(ROWS):
-            r = tl.program_id(1) * ROWS + i
-            if r < OC:
-                o = tl.load(row_order + r)
-                start = tl.load(row_ptr + o)
-                end = tl.load(row_ptr + o + 1)
-                acc = tl.zeros([S, Q], dtype=tl.float32)
-                for j0 in range(start, end, BLOCK_K):
-                    e = j0 + tl.arange(0, BLOCK_K)
-                    emask = e < end
-                    k = tl.load(col_idx + e, mask=emask, other=0)
-                    c = k // (KH * KW)
-                    tap = k % (KH * KW)
-                    wv = tl.load(w_ptr + o * K + k, mask=emask, other=0).to(tl.float32)
-                    ih = ih0[None, :] + ((tap // KW) * dil_h)[:, None]  # [BLOCK_K, Q]
-                    iw = iw0[None, :] + ((tap % KW) * dil_w)[:, None]
-                    inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W) & qmask[None, :]
-                    live = emask[:, None] & nmask[None, :]  # [BLOCK_K, S]
-                    if SKIP:
-                        act = tl.load(active_ptr + n[None, :] * C + c[:, None], mask=live, other=0)
-                        live = live & (act != 0)
-                    offs = (
-                        x_n[None, :, None]
-                        + (c * (H * W))[:, None, None]
-                        + (ih * W + iw)[:, None, :]
-                    )
-                    xv = tl.load(x_ptr + offs, mask=live[:, :, None] & inside[:, None, :], other=0)
-                    acc += tl.sum(wv[:, None, None] * xv.to(tl.float32), axis=0)
-                    if COUNT_WORK:
-                        lanes = tl.sum(tl.sum(live.to(tl.int32), axis=1), axis=0) * n_q
-                        tl.atomic_add(work_ptr, lanes.to(tl.int64))
+        # the program's rows (output channels, longest first) and its flat (row, chunk) items
+        slots = tl.arange(0, ROWS)
+        valid = tl.program_id(1) * ROWS + slots < OC
+        tags = tl.load(row_order + tl.program_id(1) * ROWS + slots, mask=valid, other=0)
+        starts = tl.load(row_ptr + tags, mask=valid, other=0)
+        ends = tl.load(row_ptr + tags + 1, mask=valid, other=0)
+        items_n, items_end, total = _items_of(slots, valid, starts, ends, BLOCK_K)
+        # Software pipeline: while item i gathers its inputs, item i+1 loads its weights and
+        # activity and item i+2 its column indices — no gather waits for an index load.
+        e_a, m_a, o_a, last_a = _item(0, total, slots, items_end, items_n, starts, ends, tags, BLOCK_K)
+        k_a = tl.load(col_idx + e_a, mask=m_a, other=0)
+        e_b, m_b, o_b, last_b = _item(1, total, slots, items_end, items_n, starts, ends, tags, BLOCK_K)
+        k_b = tl.load(col_idx + e_b, mask=m_b, other=0)
+        w_a = tl.load(w_ptr + o_a * K + k_a, mask=m_a, other=0).to(tl.float32)
+        live_a = m_a[:, None] & nmask[None, :]  # [BLOCK_K, S]
+        if SKIP:
+            act = tl.load(active_ptr + n[None, :] * C + (k_a // (KH * KW))[:, None], mask=live_a, other=0)
+            live_a = live_a & (act != 0)
+        acc = tl.zeros([S, Q], dtype=tl.float32)
+        for i in range(total):
+            e_c, m_c, o_c, last_c = _item(i + 2, total, slots, items_end, items_n, starts, ends, tags, BLOCK_K)
+            k_c = tl.load(col_idx + e_c, mask=m_c, other=0)
+            w_b = tl.load(w_ptr + o_b * K + k_b, mask=m_b, other=0).to(tl.float32)
+            live_b = m_b[:, None] & nmask[None, :]
+            if SKIP:
+                act = tl.load(active_ptr + n[None, :] * C + (k_b // (KH * KW))[:, None], mask=live_b, other=0)
+                live_b = live_b & (act != 0)
+            # item i: gather the shifted inputs of its kept weights, reduce in registers
+            c = k_a // (KH * KW)
+            tap = k_a % (KH * KW)
+            ih = ih0[None, :] + ((tap // KW) * dil_h)[:, None]  # [BLOCK_K, Q]
+            iw = iw0[None, :] + ((tap % KW) * dil_w)[:, None]
+            inside = (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W) & qmask[None, :]
+            offs = x_n[None, :, None] + (c * (H * W))[:, None, None] + (ih * W + iw)[:, None, :]
+            xv = tl.load(x_ptr + offs, mask=live_a[:, :, None] & inside[:, None, :], other=0)
+            acc += tl.sum(w_a[:, None, None] * xv.to(tl.float32), axis=0)
+            if COUNT_WORK:
+                lanes = tl.sum(tl.sum(live_a.to(tl.int32), axis=1), axis=0) * n_q
+                tl.atomic_add(work_ptr, lanes.to(tl.int64))
+            if last_a:  # the row is complete: write it
+                out = acc
                 if HAS_BIAS:
-                    acc += tl.load(bias_ptr + o).to(tl.float32)
-                y_offs = ((n * OC + o) * OHW)[:, None] + q[None, :]
-                tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=out_mask)
+                    out += tl.load(bias_ptr + o_a).to(tl.float32)
+                y_offs = ((n * OC + o_a) * OHW)[:, None] + q[None, :]
+                tl.store(y_ptr + y_offs, out.to(y_ptr.dtype.element_ty), mask=out_mask)
+                acc = tl.zeros([S, Q], dtype=tl.float32)
+            k_a, m_a, o_a, last_a, w_a, live_a = k_b, m_b, o_b, last_b, w_b, live_b
+            k_b, m_b, o_b, last_b = k_c, m_c, o_c, last_c
 
     @triton.jit
     def _conv_dgrad_kernel(
@@ -247,48 +285,50 @@ if HAS_TRITON:
         dy_n = n * (OC * OHW)
         out_mask = nmask[:, None] & qmask[None, :]
         n_lanes = tl.sum(nmask.to(tl.int32), axis=0) * tl.sum(qmask.to(tl.int32), axis=0)
-        for i in range(CHANS):
-            g = tl.program_id(1) * CHANS + i
-            if g < C:
-                c = tl.load(group_order + g)
-                lo = tl.load(col_ptr + c * (KH * KW))
-                hi = tl.load(col_ptr + (c + 1) * (KH * KW))
-                acc = tl.zeros([S, Q], dtype=tl.float32)
-                for t0 in range(lo, hi, BLOCK_K):
-                    t = t0 + tl.arange(0, BLOCK_K)
-                    tmask = t < hi
-                    o = tl.load(t_row_idx + t, mask=tmask, other=0)
-                    k = tl.load(t_col_idx + t, mask=tmask, other=0)
-                    tap = k - c * (KH * KW)
-                    wv = tl.load(w_ptr + o * K + k, mask=tmask, other=0).to(tl.float32)
-                    th = th0[None, :] - ((tap // KW) * dil_h)[:, None]  # [BLOCK_K, Q]
-                    tw = tw0[None, :] - ((tap % KW) * dil_w)[:, None]
-                    if STRIDE_H == 1:
-                        oh = th
-                        ok = (th >= 0) & (th < OH)
-                    else:
-                        oh = th // STRIDE_H
-                        ok = (th >= 0) & (th % STRIDE_H == 0) & (oh < OH)
-                    if STRIDE_W == 1:
-                        ow = tw
-                        ok = ok & (tw >= 0) & (tw < OW)
-                    else:
-                        ow = tw // STRIDE_W
-                        ok = ok & (tw >= 0) & (tw % STRIDE_W == 0) & (ow < OW)
-                    ok = ok & tmask[:, None] & qmask[None, :]
-                    offs = (
-                        dy_n[None, :, None] + (o * OHW)[:, None, None] + (oh * OW + ow)[:, None, :]
-                    )
-                    g_v = tl.load(
-                        dy_ptr + offs, mask=ok[:, None, :] & nmask[None, :, None], other=0
-                    )
-                    acc += tl.sum(wv[:, None, None] * g_v.to(tl.float32), axis=0)
-                    if COUNT_WORK:
-                        tl.atomic_add(
-                            work_ptr, (tl.sum(tmask.to(tl.int32), axis=0) * n_lanes).to(tl.int64)
-                        )
-                dx_offs = ((n * C + c) * HW)[:, None] + q[None, :]
+        # the program's input channels (longest columns first) and its flat (channel, chunk) items
+        slots = tl.arange(0, CHANS)
+        valid = tl.program_id(1) * CHANS + slots < C
+        tags = tl.load(group_order + tl.program_id(1) * CHANS + slots, mask=valid, other=0)
+        starts = tl.load(col_ptr + tags * (KH * KW), mask=valid, other=0)
+        ends = tl.load(col_ptr + (tags + 1) * (KH * KW), mask=valid, other=0)
+        items_n, items_end, total = _items_of(slots, valid, starts, ends, BLOCK_K)
+        # Software pipeline: item i+1 loads its transpose-index entries while item i gathers dY.
+        t_a, m_a, c_a, last_a = _item(0, total, slots, items_end, items_n, starts, ends, tags, BLOCK_K)
+        o_a = tl.load(t_row_idx + t_a, mask=m_a, other=0)
+        k_a = tl.load(t_col_idx + t_a, mask=m_a, other=0)
+        acc = tl.zeros([S, Q], dtype=tl.float32)
+        for i in range(total):
+            t_b, m_b, c_b, last_b = _item(i + 1, total, slots, items_end, items_n, starts, ends, tags, BLOCK_K)
+            o_b = tl.load(t_row_idx + t_b, mask=m_b, other=0)
+            k_b = tl.load(t_col_idx + t_b, mask=m_b, other=0)
+            # item i: its weights and the dY its taps reach
+            wv = tl.load(w_ptr + o_a * K + k_a, mask=m_a, other=0).to(tl.float32)
+            tap = k_a - c_a * (KH * KW)
+            th = th0[None, :] - ((tap // KW) * dil_h)[:, None]  # [BLOCK_K, Q]
+            tw = tw0[None, :] - ((tap % KW) * dil_w)[:, None]
+            if STRIDE_H == 1:
+                oh = th
+                ok = (th >= 0) & (th < OH)
+            else:
+                oh = th // STRIDE_H
+                ok = (th >= 0) & (th % STRIDE_H == 0) & (oh < OH)
+            if STRIDE_W == 1:
+                ow = tw
+                ok = ok & (tw >= 0) & (tw < OW)
+            else:
+                ow = tw // STRIDE_W
+                ok = ok & (tw >= 0) & (tw % STRIDE_W == 0) & (ow < OW)
+            ok = ok & m_a[:, None] & qmask[None, :]
+            offs = dy_n[None, :, None] + (o_a * OHW)[:, None, None] + (oh * OW + ow)[:, None, :]
+            g_v = tl.load(dy_ptr + offs, mask=ok[:, None, :] & nmask[None, :, None], other=0)
+            acc += tl.sum(wv[:, None, None] * g_v.to(tl.float32), axis=0)
+            if COUNT_WORK:
+                tl.atomic_add(work_ptr, (tl.sum(m_a.to(tl.int32), axis=0) * n_lanes).to(tl.int64))
+            if last_a:  # the channel is complete: write it
+                dx_offs = ((n * C + c_a) * HW)[:, None] + q[None, :]
                 tl.store(dx_ptr + dx_offs, acc.to(dx_ptr.dtype.element_ty), mask=out_mask)
+                acc = tl.zeros([S, Q], dtype=tl.float32)
+            t_a, m_a, c_a, last_a, o_a, k_a = t_b, m_b, c_b, last_b, o_b, k_b
 
     @triton.jit
     def _bias_partial(
@@ -456,7 +496,7 @@ _I32 = "i32"
 GATHER_TILE = 1024
 #: kept weights per gather iteration: the power of two at or above a row's (column's) mean kept
 #: count, within these bounds
-MIN_BLOCK_K, MAX_BLOCK_K = 2, 8
+MIN_BLOCK_K, MAX_BLOCK_K = 2, 4
 #: largest position tile of the forward / input gradient
 MAX_POSITIONS = 512
 #: programs a forward / input-gradient launch aims for before it folds several channels into one
