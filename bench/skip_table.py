@@ -31,8 +31,8 @@ def _row(model: str) -> dict:
 
 
 def structure_table(model: str = "vgg16") -> str:
-    """Per layer input of the trained ``model`` (train mode): rate, silent words, maps, sample
-    blocks, dead channels and the kernels' work factors."""
+    """Per layer input of the trained ``model`` (train mode): rate, silent words, maps, dead
+    channels and the kernels' work factors."""
     row = _row(model)
     layers = {L["name"]: L for L in row["structure"]["trained"]["train"]}
     lines = [
@@ -40,16 +40,16 @@ def structure_table(model: str = "vgg16") -> str:
         f"Fashion-MNIST (batch {row['batch']}, T = {row['T']}, test accuracy "
         f"{row['test_acc']:.1%}; train mode; `bench/results/spike_structure.json`):",
         "",
-        "| input of | map | spike rate | silent 32-words | silent maps | silent blocks (g samples) "
+        "| input of | map | spike rate | silent 32-words | silent maps "
         "| dead channels | forward lanes run | weight-grad events |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, label in VGG_LAYERS.items():
         L = layers[name]
         c, h, w = L["input_shape"]
         lines.append(
             f"| {label} (`{name}`) | {c}×{h}×{w} | {L['rate']:.3f} | {L['silent_words32']:.2f} "
-            f"| {L['silent_maps']:.2f} | {L['silent_sample_blocks']:.3f} ({L['sample_block']}) "
+            f"| {L['silent_maps']:.2f} "
             f"| {L['dead_channels']:.2f} | {L['work']['forward']:.2f} "
             f"| {L['work']['weight_grad']:.3f} |"
         )

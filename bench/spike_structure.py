@@ -293,6 +293,32 @@ def _spawn(flag: str, models: list[str], args: argparse.Namespace) -> None:
         )
 
 
+def rederive_forward(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` (a recorded result file) with each layer's forward work factor, and its lane count,
+    derived from its recorded map counts by the current forward rule
+    (:mod:`ndsnn_triton.kernels.work`: the live (sample, channel) maps where the forward skips
+    silent maps, every map elsewhere); fields of measures the monitor no longer takes dropped.
+    The primary counts are untouched."""
+    from ndsnn_triton.kernels.work import forward_skips_silent_maps
+
+    for row in doc["results"]:
+        for modes in row["structure"].values():
+            for layers in modes.values():
+                for layer in layers:
+                    counts = layer["counts"]
+                    _, oh, ow = layer["output_shape"]
+                    maps = counts["maps"]
+                    if forward_skips_silent_maps(oh * ow):
+                        maps -= counts["silent_maps"]
+                    counts["lanes"] = maps * oh * ow
+                    layer["work"]["forward"] = counts["lanes"] / counts["dense"]
+                    for key in ("sample_block", "silent_sample_blocks"):
+                        layer.pop(key, None)
+                    for key in ("silent_sample_blocks", "sample_blocks"):
+                        counts.pop(key, None)
+    return doc
+
+
 def result_row(name: str, runs: Path) -> dict[str, Any]:
     """The result row of model ``name``: its ``run.json`` and ``structure.json`` together."""
     run = runs / name
@@ -305,7 +331,6 @@ FIELDS = (
     ("rate", "spike rate", "tab:blue", "o", "-"),
     ("silent_words32", "silent 32-element words", "tab:orange", "s", "-"),
     ("silent_maps", "silent (sample, channel) maps", "tab:green", "^", "-"),
-    ("silent_sample_blocks", "silent (sample block, channel) pairs", "tab:red", "v", "--"),
     ("dead_channels", "dead channels (silent over the batch)", "tab:purple", "D", ":"),
 )
 
@@ -336,10 +361,7 @@ def plot(row: dict[str, Any], path: Path) -> Path:
     stages = (("init", "at initialisation (dense)"), ("trained", "after training"))
     modes = (("train", "train mode"), ("eval", "eval mode"))
     layers = row["structure"]["init"]["eval"]
-    names = [
-        f"{r['name']} ({'analog, ' if not r['spike_input'] else ''}g={r['sample_block']})"
-        for r in layers
-    ]
+    names = [f"{r['name']}{' (analog)' if not r['spike_input'] else ''}" for r in layers]
     x = list(range(len(names)))
     width = max(12.0, 0.45 * len(names) + 6)
     fig, axes = plt.subplots(2, 2, figsize=(width * 1.5, 10.5), sharex=True, sharey=True)
@@ -364,7 +386,7 @@ def plot(row: dict[str, Any], path: Path) -> Path:
                 marker="x",
                 ls="-.",
                 color="black",
-                label="forward work factor (kernel lanes run / dense)",
+                label="forward work factor (live maps run / all)",
                 ms=5,
                 lw=1.0,
             )
@@ -388,9 +410,9 @@ def plot(row: dict[str, Any], path: Path) -> Path:
         f"{row['train_acc']:.3f}.\n"
         f"Train mode: {row['probe']['train']}. Eval mode: {row['probe']['eval']}.\n"
         "Per layer input [N, C, H, W], N = T·batch: word = 32 consecutive elements in memory; "
-        "map = one (sample, channel) plane; sample block = g consecutive samples of one channel, "
-        "g = max(1, BLOCK_P // (OH·OW)) with BLOCK_P the forward kernel's position block; "
-        "dead = channel silent in all N samples.\n"
+        "map = one (sample, channel) plane; dead = channel silent in all N samples; the forward "
+        "work factor is 1 − silent maps where the forward skips silent maps (outputs ≥ 4 "
+        "positions), else 1.\n"
         "Layers marked analog take non-binary input (the image; averaged rates). At initialisation, "
         "eval mode uses batch-norm running statistics not yet fitted to the data, so few neurons fire."
     )

@@ -432,6 +432,8 @@ def _(
 
 
 def _lif_setup_context(ctx, inputs, output):
+    # Outputs nobody differentiates (v_last, h, the companion) get None, not a zero tensor each.
+    ctx.set_materialize_grads(False)
     _x, _v, tau, v_threshold, v_reset, decay_input, detach_reset, surrogate, alpha = inputs[:9]
     int8_spikes = len(inputs) > 9 and bool(inputs[9])  # the raw op may be called without it
     h_seq = output[2]

@@ -1,6 +1,8 @@
 """The ``auto`` dispatch: choices keyed on shape, dtype and density bucket (not the mask's address or
-version), no timing of reference-only calls, float64 routing, and cache memory. The timer is faked
-(no GPU needed): it counts races and makes the sparse kernel's time proportional to mask density."""
+version), priced once per key by the time model, never for reference-only calls, float64 routing,
+and cache memory. Most tests fake the pricing (no GPU needed: it counts pricings and makes the
+sparse kernel's time proportional to mask density); the model's own choices are checked on the
+VGG-16 shapes it was calibrated on."""
 
 from __future__ import annotations
 
@@ -24,26 +26,25 @@ def dense_impl(x, weight, mask, bias):
     return "dense"
 
 
-class FakeTimer:
-    """Stands in for ``do_bench``: dense takes 1 ms, sparse 10 ms × the mask's density."""
+class FakePricer:
+    """Stands in for the time model: dense takes 1 µs, sparse 10 µs × the mask's density."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    def __call__(self, fn, args) -> float:
-        self.calls.append(fn.__name__)
-        mask = args[2]
-        return 10.0 * mask.float().mean().item() if fn is sparse_impl else 1.0
+    def __call__(self, op, args) -> tuple[float, float]:
+        self.calls.append(op)
+        return 10.0 * args[2].float().mean().item(), 1.0
 
     @property
     def races(self) -> int:
-        return self.calls.count("sparse_impl")
+        return len(self.calls)
 
 
 @pytest.fixture
-def timer(monkeypatch) -> FakeTimer:
-    fake = FakeTimer()
-    monkeypatch.setattr(dispatch, "_time_ms", fake)
+def timer(monkeypatch) -> FakePricer:
+    fake = FakePricer()
+    monkeypatch.setattr(dispatch, "predicted_us", fake)
     return fake
 
 
@@ -185,7 +186,7 @@ def test_sparse_weight_grad_is_timed(timer):
 
 
 def test_auto_wrapper_times_once_across_mask_updates(timer, monkeypatch):
-    monkeypatch.setattr(dispatch, "_timeable", lambda tensors: True)  # stands in for CUDA
+    monkeypatch.setattr(dispatch, "_on_gpu", lambda tensors: True)  # stands in for CUDA
     monkeypatch.setattr(dispatch, "triton_usable", lambda *tensors: True)
     run = dispatch.wrap(LINEAR, sparse_impl, dense_impl)
     args = _linear_args(0.04)
@@ -194,6 +195,60 @@ def test_auto_wrapper_times_once_across_mask_updates(timer, monkeypatch):
             _set_density(args[2], density)
             assert run(*args) == "sparse"
     assert timer.races == 1
+
+
+# ----------------------------------------------------------------------------- the model's choice
+
+
+@pytest.fixture
+def h200(monkeypatch):
+    """Price as on an H200 (the tensors stay on the CPU: only their shapes are read)."""
+    from ndsnn_triton.kernels.perf_model import GPUS
+
+    monkeypatch.setattr(dispatch, "_gpu", lambda device: GPUS["H200"])
+
+
+def _conv_call(op: str, density: float, dtype=torch.bfloat16):
+    """VGG-16 conv2's arguments (B 64, T 5) for ``op``, as the op body hands them on."""
+    x = torch.empty(320, 64, 32, 32, dtype=dtype)
+    w = torch.empty(64, 64, 3, 3)
+    mask = torch.zeros(64, 64, 3, 3, dtype=torch.bool)
+    mask.view(-1)[: round(density * mask.numel())] = True
+    note_nnz(mask, int(mask.sum()))
+    geo = ([1, 1], [1, 1], [1, 1], 1)
+    if op == "ndsnn::masked_conv2d":
+        spikes = torch.empty(x.shape, dtype=torch.int8)
+        return (x, w, mask, None, *geo, spikes, torch.empty(320, 64, dtype=torch.int8))
+    if op == "ndsnn::masked_conv2d_input_grad":
+        return (x, w, mask, list(x.shape), *geo)
+    return (x, x.to(torch.int8), mask, *geo, False, torch.float32, False)
+
+
+@pytest.mark.parametrize(
+    "op",
+    ["ndsnn::masked_conv2d", "ndsnn::masked_conv2d_input_grad", "ndsnn::masked_conv2d_weight_grad"],
+)
+def test_model_prefers_the_sparse_kernel_only_when_sparse_enough(h200, op):
+    """On VGG-16 conv2 the model prices the sparse kernel under the recorded cuDNN time at
+    density 0.01 and far over it at 0.5: auto picks sparse, then dense."""
+    sparse_us, dense_us = dispatch.predicted_us(op, _conv_call(op, 0.01))
+    assert sparse_us < dispatch.SPARSE_MARGIN * dense_us
+    sparse_us, dense_us = dispatch.predicted_us(op, _conv_call(op, 0.5))
+    assert sparse_us > dense_us
+    dense_choice = dispatch.choose(op, sparse_impl, dense_impl, _conv_call(op, 0.5))
+    sparse_choice = dispatch.choose(op, sparse_impl, dense_impl, _conv_call(op, 0.01))
+    assert (dense_choice, sparse_choice) == (dense_impl, sparse_impl)
+
+
+def test_model_prices_a_bucket_at_its_dense_end(h200):
+    """A choice holds for a whole density bucket, so it is priced at the bucket's upper edge."""
+    assert dispatch.density_bucket_ceiling(0.011) == 0.02
+    assert dispatch.density_bucket_ceiling(0.6) == 1.0
+    assert dispatch.density_bucket_ceiling(0.004) == 0.01
+    op = "ndsnn::masked_conv2d"
+    low, _ = dispatch.predicted_us(op, _conv_call(op, 0.011))
+    high, _ = dispatch.predicted_us(op, _conv_call(op, 0.019))
+    assert low == high
 
 
 # ----------------------------------------------------------------------------- float64
@@ -215,7 +270,7 @@ def test_float64_is_refused_on_the_triton_backend():
 
 
 def test_float64_runs_the_reference_under_auto(timer, monkeypatch):
-    monkeypatch.setattr(dispatch, "_timeable", lambda tensors: True)
+    monkeypatch.setattr(dispatch, "_on_gpu", lambda tensors: True)
     run = dispatch.wrap(LINEAR, sparse_impl, dense_impl)
     args = tuple(
         a.double() if a is not None and a.is_floating_point() else a for a in _linear_args(0.01)

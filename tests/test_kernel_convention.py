@@ -168,8 +168,8 @@ def _geometry(c, oc, h, k, stride, pad, timesteps=1) -> LayerGeometry:
 @pytest.mark.parametrize(
     ("geometry", "rate"),
     [
-        (_geometry(4, 8, 5, 3, 1, 1), 0.03),  # OH·OW = 25: blocks straddle samples
-        (_geometry(4, 8, 4, 3, 1, 1), 0.05),  # OH·OW = 16 divides BLOCK_P: g samples per block
+        (_geometry(4, 8, 5, 3, 1, 1), 0.03),  # a 5×5 map
+        (_geometry(4, 8, 2, 3, 1, 1), 0.1),  # 2×2 maps: the smallest the forward skips
         (_geometry(3, 4, 6, 3, 2, 1), 0.1),  # stride 2: every input row usable
         (_geometry(3, 4, 6, 1, 2, 0), 0.1),  # 1×1 stride 2: every other row usable
         (
@@ -191,27 +191,28 @@ def test_iid_model_matches_monte_carlo(geometry, rate):
             geometry.stride,
             geometry.padding,
             geometry.dilation,
-            geometry.out_channels,
         )
         for _ in range(40)
     ]
-    forward, weight_grad = iid_factors(geometry, rate, batch)
+    forward, weight_grad = iid_factors(geometry, rate)
     assert np.mean([f.forward for f in draws]) == pytest.approx(float(forward), abs=0.02)
     assert np.mean([f.weight_grad for f in draws]) == pytest.approx(float(weight_grad), rel=0.08)
 
 
-def test_iid_model_is_the_block_formula_for_power_of_two_maps():
-    geometry = _geometry(16, 32, 4, 3, 1, 1, timesteps=5)  # OH·OW = 16
-    block = work.forward_block(5 * 128 * 16, 32)
-    g = max(1, block // 16)
+def test_iid_model_is_the_silent_map_formula():
+    geometry = _geometry(16, 32, 4, 3, 1, 1, timesteps=5)  # 4×4 maps: the forward skips
     for r in (0.0, 0.01, 0.1, 1.0):
-        forward, weight_grad = iid_factors(geometry, r, 128)
-        assert float(forward) == pytest.approx(1 - (1 - r) ** (g * 16), rel=1e-12)
+        forward, weight_grad = iid_factors(geometry, r)
+        assert float(forward) == pytest.approx(1 - (1 - r) ** 16, rel=1e-12)
         assert float(weight_grad) == pytest.approx(r, rel=1e-12)
-    forward, _ = iid_factors(geometry, np.array([[0.0, 1.0], [0.5, 0.5]]), 128)
+    linear = LayerGeometry(
+        "fc", "linear", 16, 10, (1, 1), (1, 1), (1, 1), (1, 1), (0, 0), (1, 1), 2
+    )
+    assert float(iid_factors(linear, 0.1)[0]) == 1.0  # 1×1 maps are not skipped
+    forward, _ = iid_factors(geometry, np.array([[0.0, 1.0], [0.5, 0.5]]))
     assert forward.shape == (2, 2) and forward[0, 1] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="spike rate must lie in"):
-        iid_factors(geometry, 1.5, 128)
+        iid_factors(geometry, 1.5)
 
 
 def test_traced_geometry_of_a_strided_model():
@@ -251,12 +252,12 @@ def test_monitor_work_factors_equal_the_work_model():
         model["conv"](xs[0])
         one = monitor.work_factors()
         model["conv"](xs[1])
-    assert one["same"] == work.work_factors(y.flatten(0, 1), (3, 3), (1, 1), (1, 1), (1, 1), 5)
-    assert one["fc"] == work.work_factors(z.reshape(-1, 5), out_channels=3)
-    assert one["conv"] == work.work_factors(xs[0].flatten(0, 1), (3, 3), (2, 2), (1, 1), (1, 1), 6)
+    assert one["same"] == work.work_factors(y.flatten(0, 1), (3, 3), (1, 1), (1, 1), (1, 1))
+    assert one["fc"] == work.work_factors(z.reshape(-1, 5))
+    assert one["conv"] == work.work_factors(xs[0].flatten(0, 1), (3, 3), (2, 2), (1, 1), (1, 1))
     # over two forwards of equal shape: sums of lanes and events over the summed dense work
     both = monitor.work_factors()["conv"]
-    each = [work.work_factors(x.flatten(0, 1), (3, 3), (2, 2), (1, 1), (1, 1), 6) for x in xs]
+    each = [work.work_factors(x.flatten(0, 1), (3, 3), (2, 2), (1, 1), (1, 1)) for x in xs]
     for key in ("rate", "forward", "weight_grad"):
         assert getattr(both, key) == pytest.approx(np.mean([getattr(f, key) for f in each]))
     assert monitor.rates()["conv"] == both.rate
@@ -547,10 +548,7 @@ def test_cuda_monitor_hooks_make_no_host_sync_and_match_the_work_model():
                 layer.stride,
                 layer._padding_ints,
                 layer.dilation,
-                layer.out_channels,
             )
         else:
-            expected = work.work_factors(
-                v.reshape(-1, v.shape[-1]), out_channels=layer.out_features
-            )
+            expected = work.work_factors(v.reshape(-1, v.shape[-1]))
         assert factors[name] == expected, name

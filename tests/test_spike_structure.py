@@ -1,4 +1,4 @@
-"""Spike-structure monitor: hand-counted silent words/maps/blocks/dead channels and work sums on
+"""Spike-structure monitor: hand-counted silent words/maps/dead channels and work sums on
 tiny inputs, a model forward, the recorded ``bench/results/spike_structure.json`` and the bench
 script's option errors."""
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bench import spike_structure as bench_ss
-from ndsnn_triton.kernels.work import work_factors
+from ndsnn_triton.kernels.work import forward_skips_silent_maps, work_factors
 from ndsnn_triton.models import build_model
 from ndsnn_triton.nn import SpikeConv2d, SpikeLinear, masked_layers, reset_net
 from ndsnn_triton.profiler.spike_structure import (
@@ -22,7 +22,7 @@ from ndsnn_triton.profiler.spike_structure import (
 )
 
 RESULT = Path(__file__).resolve().parent.parent / "bench" / "results" / "spike_structure.json"
-FRACTIONS = ("rate", "silent_words32", "silent_maps", "silent_sample_blocks", "dead_channels")
+FRACTIONS = ("rate", "silent_words32", "silent_maps", "dead_channels")
 
 
 def _one(layer: torch.nn.Module, *inputs: torch.Tensor) -> dict:
@@ -47,17 +47,15 @@ def _pattern_a() -> torch.Tensor:
 def test_conv_words_maps_dead_and_work() -> None:
     layer = SpikeConv2d(3, 3, 3, padding=1)
     row = _one(layer, _pattern_a())
-    # N = 3, OH·OW = 32, BLOCK_P = 16 (too few programs for a bigger one) -> g = 1.
+    # N = 3, OH·OW = 32: the forward skips silent maps.
     assert row["kind"] == "conv" and row["spike_input"] is True
     assert row["input_shape"] == [3, 4, 8] and row["output_shape"] == [3, 4, 8]
     assert row["forwards"] == 1 and row["elements"] == 288
     assert row["rate"] == pytest.approx(3 / 288)
     assert row["silent_words32"] == pytest.approx(7 / 9)  # 9 words, 2 with spikes
     assert row["silent_maps"] == pytest.approx(7 / 9)
-    assert row["sample_block"] == 1
-    assert row["silent_sample_blocks"] == pytest.approx(7 / 9)
     assert row["dead_channels"] == pytest.approx(1 / 3)
-    # Forward: 6 blocks of 16 lanes, 2 per sample; c0 active in sample 0, c1 in sample 2.
+    # Forward: the 2 live maps (c0 in sample 0, c1 in sample 2) × 32 output positions.
     assert row["work"]["forward"] == pytest.approx(64 / 288)
     assert row["work"]["weight_grad"] == pytest.approx(3 / 288)  # stride 1: every input usable
     assert row["counts"]["lanes"] == 64 and row["counts"]["events"] == 3
@@ -77,29 +75,24 @@ def test_linear_partial_word_and_partial_block() -> None:
     assert row["rate"] == pytest.approx(3 / 240)
     assert row["silent_words32"] == pytest.approx(5 / 8)
     assert row["silent_maps"] == pytest.approx(237 / 240)
-    # BLOCK_P = 16 positions of 1 -> g = 16 > N: one partial block holding all 6 samples.
-    assert row["sample_block"] == 16
-    assert row["silent_sample_blocks"] == pytest.approx(38 / 40)
     assert row["dead_channels"] == pytest.approx(38 / 40)
-    assert row["work"]["forward"] == pytest.approx(12 / 240)  # 2 live channels × 6 lanes
+    assert row["work"]["forward"] == 1.0  # 1×1 maps: the forward runs every feature
     assert row["work"]["weight_grad"] == pytest.approx(3 / 240)
 
 
-def test_sample_blocks_of_several_samples() -> None:
+def test_small_maps_of_several_samples() -> None:
     layer = SpikeConv2d(2, 2, 1)
-    x = torch.zeros(2, 4, 2, 2, 2)  # N = 8, OH·OW = 4, BLOCK_P = 16 -> g = 4, 2 blocks
+    x = torch.zeros(2, 4, 2, 2, 2)  # N = 8, 2×2 maps: still skipped when silent
     x[0, 1, 0, 0, 0] = 1  # sample 1, channel 0
     x[1, 1, 1, 1, 1] = 1  # sample 5, channel 1
     x[1, 2, 1, 0, 1] = 1  # sample 6, channel 1
     row = _one(layer, x)
-    assert row["sample_block"] == 4
-    assert row["silent_sample_blocks"] == pytest.approx(2 / 4)
     assert row["silent_maps"] == pytest.approx(13 / 16)
     assert row["dead_channels"] == 0.0
     # Words hold 4 samples × 2 channels × 4 positions: both have spikes (32 ∤ H·W, so words
     # may be fewer silent than maps).
     assert row["silent_words32"] == 0.0
-    assert row["work"]["forward"] == pytest.approx(32 / 64)
+    assert row["work"]["forward"] == pytest.approx(12 / 64)  # 3 live maps × 4 positions
     assert row["work"]["weight_grad"] == pytest.approx(3 / 64)
 
 
@@ -145,7 +138,6 @@ def test_matches_work_factors_and_reset() -> None:
             tuple(row["stride"]),
             tuple(row["padding"]),
             tuple(row["dilation"]),
-            row["output_shape"][0],
         )
         assert row["rate"] == pytest.approx(f.rate)
         assert row["work"]["forward"] == pytest.approx(f.forward)
@@ -182,19 +174,17 @@ def _check_layer(row: dict) -> None:
     _c, h, w = row["input_shape"]
     _oc, oh, ow = row["output_shape"]
     counts = row["counts"]
-    g = row["sample_block"]
-    n = counts["maps"] // counts["channels"]  # samples per forward (equal-shaped forwards)
     eps = 1e-12
     assert row["silent_maps"] >= row["dead_channels"] - eps
-    assert row["silent_sample_blocks"] >= row["dead_channels"] - eps
-    if isinstance(g, int) and n % g == 0:
-        assert row["silent_maps"] >= row["silent_sample_blocks"] - eps
     if (h * w) % 32 == 0:
         assert row["silent_words32"] >= row["silent_maps"] - eps
     assert row["silent_words32"] >= 1 - counts["nonzero"] / counts["words"] - eps
     assert row["rate"] <= 1 - row["silent_maps"] + eps
     assert 1 - row["silent_maps"] <= row["work"]["forward"] + eps
-    assert row["work"]["forward"] <= 1 - row["dead_channels"] + eps
+    if forward_skips_silent_maps(oh * ow):  # the forward runs the live maps only
+        assert row["work"]["forward"] == pytest.approx(1 - row["silent_maps"], abs=eps)
+    else:
+        assert row["work"]["forward"] == 1.0
     assert row["work"]["weight_grad"] <= row["rate"] * h * w / (oh * ow) + eps
     assert 0.0 < row["density"] <= 1.0
 
@@ -205,6 +195,14 @@ def test_guaranteed_relations_on_random_spikes() -> None:
     x = (torch.rand(2, 3, 4, 8, 8, generator=gen) < 0.02).float()
     x[:, :, 1] = 0  # a dead channel
     _check_layer(_one(layer, x))
+
+
+def test_recorded_factors_follow_the_current_rule() -> None:
+    """The recorded file's derived forward factors are those of today's forward rule, derived
+    from its own recorded counts (``bench.spike_structure.rederive_forward`` is a no-op on it)."""
+    record = json.loads(RESULT.read_text())
+    again = bench_ss.rederive_forward(json.loads(RESULT.read_text()))
+    assert again == record
 
 
 def test_recorded_result() -> None:

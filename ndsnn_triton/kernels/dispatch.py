@@ -77,7 +77,7 @@ def density_bucket(density: float) -> float:
 def density_bucket_ceiling(density: float) -> float:
     """The density the model prices a bucket at: its upper edge (1 for the top bucket), so a
     choice of the sparse kernel holds for every density of the bucket."""
-    return next((edge for edge in reversed((*DENSITY_BUCKETS, 1.0)) if edge > density), 1.0)
+    return next((edge for edge in sorted((*DENSITY_BUCKETS, 1.0)) if edge > density), 1.0)
 
 
 def mask_density(mask: Tensor) -> float:
@@ -203,13 +203,16 @@ def _on_gpu(tensors: list[Tensor]) -> bool:
     return tensors[0].device.type == "cuda"
 
 
-def wrap(op: str, sparse: Callable, dense: Callable, priced: bool = True) -> Callable:
-    """``op``'s Triton entry point: checks, then ``sparse``, ``dense`` or the ``auto`` choice."""
+def wrap(
+    op: str, sparse: Callable, dense: Callable, priced: bool = True, float64: bool = False
+) -> Callable:
+    """``op``'s Triton entry point: checks, then ``sparse``, ``dense`` or the ``auto`` choice
+    (``float64``: the kernel takes float64 too; it does no float arithmetic)."""
 
     def run(*args):
         tensors = [a for a in args if isinstance(a, Tensor)]
         backend = get_backend()
-        if _has_float64(tensors):
+        if not float64 and _has_float64(tensors):
             if backend == "triton":
                 raise TypeError(
                     f"{op}: backend 'triton' does not take float64 (its kernels accumulate in "
@@ -236,10 +239,12 @@ def wrap(op: str, sparse: Callable, dense: Callable, priced: bool = True) -> Cal
     return run
 
 
-def register(op: str, sparse: Callable, dense: Callable, priced: bool = True) -> None:
+def register(
+    op: str, sparse: Callable, dense: Callable, priced: bool = True, float64: bool = False
+) -> None:
     """Register ``sparse`` as ``op``'s Triton implementation, with the ``auto`` choice around it
-    (``priced=False``: always the kernel on CUDA)."""
-    register_kernel(op, "triton")(wrap(op, sparse, dense, priced))
+    (``priced=False``: always the kernel on CUDA; ``float64``: as in :func:`wrap`)."""
+    register_kernel(op, "triton")(wrap(op, sparse, dense, priced, float64))
 
 
 def register_all() -> None:
@@ -279,5 +284,9 @@ def register_all() -> None:
     )
     # One pass over a spike input, elementwise: never slower than its torch equivalent.
     register(
-        "ndsnn::spike_prep", spike_prep.spike_prep_triton, spike_prep.spike_prep_ref, priced=False
+        "ndsnn::spike_prep",
+        spike_prep.spike_prep_triton,
+        spike_prep.spike_prep_ref,
+        priced=False,
+        float64=True,
     )

@@ -294,11 +294,12 @@ def conv_wgrad_cost(
     spikes: Spikes | None = None,
     bias: bool = False,
 ) -> LaunchCost:
-    """``_conv_wgrad_kernel``: per (chunk, input channel) program and per block of the channel's
-    kept weights, each compaction tile costs a chain of 4 (input load → scan → scratch store and
-    reload → dY gather) plus 2 per further block of events; the bias programs stream dY once.
-    Reads the input once and dY at the events (each distinct element once), writes the
-    ``[cap, chunks]`` partial sums. FLOPs ``2·nnz·E/C`` with ``E`` the events."""
+    """``_conv_wgrad_kernel``: per (chunk, input channel) program and block of the channel's kept
+    weights, one loop over the chunk's compaction tiles with the next tile's input prefetched: a
+    tile costs its block scan (half a round trip, barriers included) and, if it holds events,
+    the scratch round trip and one dY gather per block of ``BLOCK_Q`` events. Reads the input
+    once and dY at the events (each distinct element once), writes the ``[cap, chunks]`` partial
+    sums; the bias programs stream dY once. FLOPs ``2·nnz·E/C`` with ``E`` the events."""
     spikes = spikes or Spikes()
     launch = conv_wgrad_plan(
         shape.x_shape, shape.w_shape, shape.stride, shape.padding, shape.dilation, nnz, dy_dtype,
@@ -310,14 +311,21 @@ def conv_wgrad_cost(
     entry_blocks = expected_chunks(shape.cout * shape.kh * shape.kw, density, c["BLOCK_E"])
     tile = c["TS"] * c["TQ"]
     tiles = cdiv(spc, c["TS"]) * cdiv(shape.h * shape.w, c["TQ"])
-    events_per_tile = spikes.rate * shape.usable_positions() / (shape.h * shape.w) * tile
-    blocks = max(1.0, math.ceil(events_per_tile / c["BLOCK_Q"]))
+    usable = shape.usable_positions() / (shape.h * shape.w)
+    events_per_tile = spikes.rate * usable * tile
+    # a tile holds events unless its maps are silent or, in a live map, its positions are
+    live_rate = spikes.rate / max(spikes.active_maps, 1e-9)
+    live = spikes.active_maps * -math.expm1(tile * usable * math.log1p(-min(live_rate, 1.0 - 1e-9)))
+    blocks = max(1.0, math.ceil(events_per_tile / max(live, 1e-9) / c["BLOCK_Q"]))
     programs = chunks * shape.cin
-    chain = programs * entry_blocks * tiles * (4 + 2 * (blocks - 1))
+    chain = programs * entry_blocks * (tiles * (0.5 + live * (1 + blocks)) + 1)
     events = spikes.rate * shape.n * shape.cin * shape.usable_positions()
     pairs = nnz * events / max(shape.cin, 1)
     lanes = (
-        programs * entry_blocks * tiles * (2 * tile + blocks * (c["BLOCK_E"] + 1) * c["BLOCK_Q"])
+        programs
+        * entry_blocks
+        * tiles
+        * (2 * tile + live * blocks * (c["BLOCK_E"] + 1) * c["BLOCK_Q"])
     )
     dy_total = shape.n * shape.cout * shape.oh * shape.ow
     gathered = dy_total * -math.expm1(-pairs / dy_total) if dy_total else 0.0

@@ -181,7 +181,11 @@ if HAS_TRITON:
         slot = tl.sum((items_end <= i).to(tl.int32), axis=0)
         pick = slots == slot
         first = tl.sum(tl.where(pick, items_end - items_n, 0), axis=0)
-        e = tl.sum(tl.where(pick, starts, 0), axis=0) + (i - first) * BLOCK_K + tl.arange(0, BLOCK_K)
+        e = (
+            tl.sum(tl.where(pick, starts, 0), axis=0)
+            + (i - first) * BLOCK_K
+            + tl.arange(0, BLOCK_K)
+        )
         # past the last item the limit is 0 (a scalar bool & a vector one would not broadcast in
         # the interpreter)
         limit = tl.where(total > i, tl.sum(tl.where(pick, ends, 0), axis=0), 0)
@@ -226,23 +230,33 @@ if HAS_TRITON:
         items_n, items_end, total = _items_of(slots, valid, starts, ends, BLOCK_K)
         # Software pipeline: while item i gathers its inputs, item i+1 loads its weights and
         # activity and item i+2 its column indices — no gather waits for an index load.
-        e_a, m_a, o_a, last_a = _item(0, total, slots, items_end, items_n, starts, ends, tags, BLOCK_K)
+        e_a, m_a, o_a, last_a = _item(
+            0, total, slots, items_end, items_n, starts, ends, tags, BLOCK_K
+        )
         k_a = tl.load(col_idx + e_a, mask=m_a, other=0)
-        e_b, m_b, o_b, last_b = _item(1, total, slots, items_end, items_n, starts, ends, tags, BLOCK_K)
+        e_b, m_b, o_b, last_b = _item(
+            1, total, slots, items_end, items_n, starts, ends, tags, BLOCK_K
+        )
         k_b = tl.load(col_idx + e_b, mask=m_b, other=0)
         w_a = tl.load(w_ptr + o_a * K + k_a, mask=m_a, other=0).to(tl.float32)
         live_a = m_a[:, None] & nmask[None, :]  # [BLOCK_K, S]
         if SKIP:
-            act = tl.load(active_ptr + n[None, :] * C + (k_a // (KH * KW))[:, None], mask=live_a, other=0)
+            act = tl.load(
+                active_ptr + n[None, :] * C + (k_a // (KH * KW))[:, None], mask=live_a, other=0
+            )
             live_a = live_a & (act != 0)
         acc = tl.zeros([S, Q], dtype=tl.float32)
         for i in range(total):
-            e_c, m_c, o_c, last_c = _item(i + 2, total, slots, items_end, items_n, starts, ends, tags, BLOCK_K)
+            e_c, m_c, o_c, last_c = _item(
+                i + 2, total, slots, items_end, items_n, starts, ends, tags, BLOCK_K
+            )
             k_c = tl.load(col_idx + e_c, mask=m_c, other=0)
             w_b = tl.load(w_ptr + o_b * K + k_b, mask=m_b, other=0).to(tl.float32)
             live_b = m_b[:, None] & nmask[None, :]
             if SKIP:
-                act = tl.load(active_ptr + n[None, :] * C + (k_b // (KH * KW))[:, None], mask=live_b, other=0)
+                act = tl.load(
+                    active_ptr + n[None, :] * C + (k_b // (KH * KW))[:, None], mask=live_b, other=0
+                )
                 live_b = live_b & (act != 0)
             # item i: gather the shifted inputs of its kept weights, reduce in registers
             c = k_a // (KH * KW)
@@ -293,12 +307,16 @@ if HAS_TRITON:
         ends = tl.load(col_ptr + (tags + 1) * (KH * KW), mask=valid, other=0)
         items_n, items_end, total = _items_of(slots, valid, starts, ends, BLOCK_K)
         # Software pipeline: item i+1 loads its transpose-index entries while item i gathers dY.
-        t_a, m_a, c_a, last_a = _item(0, total, slots, items_end, items_n, starts, ends, tags, BLOCK_K)
+        t_a, m_a, c_a, last_a = _item(
+            0, total, slots, items_end, items_n, starts, ends, tags, BLOCK_K
+        )
         o_a = tl.load(t_row_idx + t_a, mask=m_a, other=0)
         k_a = tl.load(t_col_idx + t_a, mask=m_a, other=0)
         acc = tl.zeros([S, Q], dtype=tl.float32)
         for i in range(total):
-            t_b, m_b, c_b, last_b = _item(i + 1, total, slots, items_end, items_n, starts, ends, tags, BLOCK_K)
+            t_b, m_b, c_b, last_b = _item(
+                i + 1, total, slots, items_end, items_n, starts, ends, tags, BLOCK_K
+            )
             o_b = tl.load(t_row_idx + t_b, mask=m_b, other=0)
             k_b = tl.load(t_col_idx + t_b, mask=m_b, other=0)
             # item i: its weights and the dY its taps reach
@@ -348,6 +366,18 @@ if HAS_TRITON:
         tl.store(out_ptr + o * CHUNKS + j, tl.sum(tl.sum(total, axis=1), axis=0))
 
     @triton.jit
+    def _wgrad_tile(
+        x_ptr, c, C, HW, n_lo, n_hi, tt, n_tiles, q_tiles, TS: tl.constexpr, TQ: tl.constexpr
+    ):
+        """The input of compaction tile ``tt`` of a chunk: ``[TS, TQ]`` values of channel ``c``
+        (zeros past the chunk, the map, or the last tile)."""
+        nn = n_lo + (tt // q_tiles) * TS + tl.arange(0, TS)
+        pos = (tt % q_tiles) * TQ + tl.arange(0, TQ)
+        live = tl.where(n_tiles > tt, n_hi, 0)  # a vector bound: past the last tile, none
+        m = (nn < live)[:, None] & (pos < HW)[None, :]
+        return tl.load(x_ptr + ((nn * C + c) * HW)[:, None] + pos[None, :], mask=m, other=0)
+
+    @triton.jit
     def _conv_wgrad_kernel(
         dy_ptr, x_ptr, col_ptr, t_row_idx, t_col_idx, t_entry_csr, scratch_ptr, partial_ptr,
         bias_partial_ptr, work_ptr,
@@ -373,6 +403,9 @@ if HAS_TRITON:
             ts = tl.arange(0, TS)
             tq = tl.arange(0, TQ)
             slot = tl.arange(0, BLOCK_Q)
+            # the chunk's tiles of TS samples × TQ positions, walked in one loop
+            q_tiles = (HW + TQ - 1) // TQ
+            n_tiles = ((n_hi - n_lo + TS - 1) // TS) * q_tiles
             for e0 in range(t_lo, t_hi, BLOCK_E):
                 t = e0 + tl.arange(0, BLOCK_E)
                 tmask = t < t_hi
@@ -384,78 +417,77 @@ if HAS_TRITON:
                 acc = tl.zeros(
                     [BLOCK_E, BLOCK_Q], dtype=tl.float32
                 )  # summed over events at the end
-                for s0 in range(n_lo, n_hi, TS):
-                    for q0 in range(0, HW, TQ):
-                        # --- find this tile's events: non-zero inputs at usable positions
-                        nn = s0 + ts
-                        pos = q0 + tq
-                        m = (nn < n_hi)[:, None] & (pos < HW)[None, :]
-                        xv = tl.load(
-                            x_ptr + ((nn * C + c) * HW)[:, None] + pos[None, :], mask=m, other=0
+                # the next tile's input is loaded while this tile's events are gathered: a silent
+                # tile costs only its scan
+                xv = _wgrad_tile(x_ptr, c, C, HW, n_lo, n_hi, 0, n_tiles, q_tiles, TS, TQ)
+                for tt in range(n_tiles):
+                    s0 = n_lo + (tt // q_tiles) * TS
+                    pos = (tt % q_tiles) * TQ + tq
+                    # --- this tile's events: non-zero inputs at usable positions, compacted
+                    ih = pos // W
+                    iw = pos % W
+                    rows = tl.zeros([TQ], dtype=tl.int1)
+                    for kh in tl.static_range(KH):
+                        uh = ih + pad_h - kh * dil_h
+                        rows = rows | ((uh >= 0) & (uh % STRIDE_H == 0) & (uh // STRIDE_H < OH))
+                    cols = tl.zeros([TQ], dtype=tl.int1)
+                    for kw in tl.static_range(KW):
+                        uw = iw + pad_w - kw * dil_w
+                        cols = cols | ((uw >= 0) & (uw % STRIDE_W == 0) & (uw // STRIDE_W < OW))
+                    flag = ((xv != 0) & (rows & cols & (pos < HW))[None, :]).to(tl.int32)
+                    per_row = tl.sum(flag, axis=1)
+                    rank = (
+                        (tl.cumsum(per_row, axis=0) - per_row)[:, None]
+                        + tl.cumsum(flag, axis=1)
+                        - flag
+                    )
+                    packed = (ts[:, None] << 16) | (ih << 8)[None, :] | iw[None, :]
+                    tl.store(scratch + rank, packed, mask=flag != 0)
+                    n_events = tl.sum(per_row, axis=0)
+                    xv = _wgrad_tile(x_ptr, c, C, HW, n_lo, n_hi, tt + 1, n_tiles, q_tiles, TS, TQ)
+                    tl.debug_barrier()
+                    # --- every kept weight of the channel meets every event of the tile
+                    for v0 in range(0, n_events, BLOCK_Q):
+                        vmask = v0 + slot < n_events
+                        ev = tl.load(scratch + v0 + slot, mask=vmask, other=0)
+                        en = s0 + (ev >> 16)
+                        th = (
+                            ((ev >> 8) & 255)[None, :] + pad_h - kh_d[:, None]
+                        )  # [BLOCK_E, BLOCK_Q]
+                        tw = (ev & 255)[None, :] + pad_w - kw_d[:, None]
+                        if STRIDE_H == 1:
+                            oh = th
+                            ok = (th >= 0) & (th < OH)
+                        else:
+                            oh = th // STRIDE_H
+                            ok = (th >= 0) & (th % STRIDE_H == 0) & (oh < OH)
+                        if STRIDE_W == 1:
+                            ow = tw
+                            ok = ok & (tw >= 0) & (tw < OW)
+                        else:
+                            ow = tw // STRIDE_W
+                            ok = ok & (tw >= 0) & (tw % STRIDE_W == 0) & (ow < OW)
+                        both = tmask[:, None] & vmask[None, :]
+                        g = tl.load(
+                            dy_ptr + (en * (OC * OHW))[None, :] + dy_o[:, None] + oh * OW + ow,
+                            mask=both & ok,
+                            other=0,
                         )
-                        ih = pos // W
-                        iw = pos % W
-                        rows = tl.zeros([TQ], dtype=tl.int1)
-                        for kh in tl.static_range(KH):
-                            uh = ih + pad_h - kh * dil_h
-                            rows = rows | ((uh >= 0) & (uh % STRIDE_H == 0) & (uh // STRIDE_H < OH))
-                        cols = tl.zeros([TQ], dtype=tl.int1)
-                        for kw in tl.static_range(KW):
-                            uw = iw + pad_w - kw * dil_w
-                            cols = cols | ((uw >= 0) & (uw % STRIDE_W == 0) & (uw // STRIDE_W < OW))
-                        flag = (m & (xv != 0) & (rows & cols)[None, :]).to(tl.int32)
-                        per_row = tl.sum(flag, axis=1)
-                        rank = (
-                            (tl.cumsum(per_row, axis=0) - per_row)[:, None]
-                            + tl.cumsum(flag, axis=1)
-                            - flag
-                        )
-                        packed = (ts[:, None] << 16) | (ih << 8)[None, :] | iw[None, :]
-                        tl.store(scratch + rank, packed, mask=flag != 0)
-                        n_events = tl.sum(per_row, axis=0)
-                        tl.debug_barrier()
-                        # --- every kept weight of the channel meets every event of the tile
-                        for v0 in range(0, n_events, BLOCK_Q):
-                            vmask = v0 + slot < n_events
-                            ev = tl.load(scratch + v0 + slot, mask=vmask, other=0)
-                            en = s0 + (ev >> 16)
-                            th = (
-                                ((ev >> 8) & 255)[None, :] + pad_h - kh_d[:, None]
-                            )  # [BLOCK_E, BLOCK_Q]
-                            tw = (ev & 255)[None, :] + pad_w - kw_d[:, None]
-                            if STRIDE_H == 1:
-                                oh = th
-                                ok = (th >= 0) & (th < OH)
-                            else:
-                                oh = th // STRIDE_H
-                                ok = (th >= 0) & (th % STRIDE_H == 0) & (oh < OH)
-                            if STRIDE_W == 1:
-                                ow = tw
-                                ok = ok & (tw >= 0) & (tw < OW)
-                            else:
-                                ow = tw // STRIDE_W
-                                ok = ok & (tw >= 0) & (tw % STRIDE_W == 0) & (ow < OW)
-                            both = tmask[:, None] & vmask[None, :]
-                            g = tl.load(
-                                dy_ptr + (en * (OC * OHW))[None, :] + dy_o[:, None] + oh * OW + ow,
-                                mask=both & ok,
+                        if BINARY:  # an event is a 1
+                            acc += g.to(tl.float32)
+                        else:  # analog input: weigh by the value at the event
+                            xe = tl.load(
+                                x_ptr + (en * C + c) * HW + ((ev >> 8) & 255) * W + (ev & 255),
+                                mask=vmask,
                                 other=0,
                             )
-                            if BINARY:  # an event is a 1
-                                acc += g.to(tl.float32)
-                            else:  # analog input: weigh by the value at the event
-                                xe = tl.load(
-                                    x_ptr + (en * C + c) * HW + ((ev >> 8) & 255) * W + (ev & 255),
-                                    mask=vmask,
-                                    other=0,
-                                )
-                                acc += g.to(tl.float32) * xe.to(tl.float32)[None, :]
-                            if COUNT_WORK:
-                                tl.atomic_add(
-                                    work_ptr,
-                                    tl.sum(tl.sum(both.to(tl.int32), axis=1), axis=0).to(tl.int64),
-                                )
-                        tl.debug_barrier()  # the next tile's events overwrite the scratch slot
+                            acc += g.to(tl.float32) * xe.to(tl.float32)[None, :]
+                        if COUNT_WORK:
+                            tl.atomic_add(
+                                work_ptr,
+                                tl.sum(tl.sum(both.to(tl.int32), axis=1), axis=0).to(tl.int64),
+                            )
+                    tl.debug_barrier()  # the next tile's events overwrite the scratch slot
                 e_csr = tl.load(t_entry_csr + t, mask=tmask, other=0)
                 tl.store(partial_ptr + e_csr * CHUNKS + j, tl.sum(acc, axis=1), mask=tmask)
 
@@ -507,9 +539,10 @@ CHANNEL_FOLD_PROGRAMS = 4224
 MAX_CHANNELS_PER_PROGRAM = 8
 #: weight gradient: input positions one compaction tile scans; events per gather block; kept
 #: weights per gather block (bounds); programs the launch aims for; most sample chunks
-WGRAD_TILE = 512
-WGRAD_BLOCK_Q = 64
-MAX_BLOCK_E = 8
+WGRAD_TILE = 256
+#: lanes of one event gather (kept weights × events): 4 per thread on 4 warps
+WGRAD_GATHER = 512
+MIN_BLOCK_E, MAX_BLOCK_E = 4, 8
 WGRAD_PROGRAMS = 2048
 MAX_CHUNKS = 64
 #: largest map the weight gradient's packed events address (8-bit row and column fields) and the
@@ -535,9 +568,9 @@ def _pow2_at_least(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def kept_block(mean_kept: float, largest: int = MAX_BLOCK_K) -> int:
+def kept_block(mean_kept: float, largest: int = MAX_BLOCK_K, smallest: int = MIN_BLOCK_K) -> int:
     """Kept weights per gather iteration for rows (columns) holding ``mean_kept`` on average."""
-    return max(MIN_BLOCK_K, min(largest, _pow2_at_least(max(1, round(mean_kept)))))
+    return max(smallest, min(largest, _pow2_at_least(max(1, round(mean_kept)))))
 
 
 def position_tile(maps: int, positions: int, lanes: int) -> tuple[int, int]:
@@ -741,6 +774,7 @@ def conv_wgrad_plan(
     grid = (chunks, c + (oc if has_bias else 0))
     check_grid(name, grid)
     bs, bq = position_tile(per_chunk, oh * ow, fit_block(max(n, 1) * oh * ow, 32, WGRAD_TILE))
+    block_e = kept_block(cap / max(c, 1), MAX_BLOCK_E, MIN_BLOCK_E)
     return KernelLaunch(
         name="conv_wgrad",
         kernel=_conv_wgrad_kernel if HAS_TRITON else None,
@@ -765,8 +799,8 @@ def conv_wgrad_plan(
             "STRIDE_W": int(stride[1]),
             "TS": ts,
             "TQ": tq,
-            "BLOCK_E": kept_block(cap / max(c, 1), MAX_BLOCK_E),
-            "BLOCK_Q": WGRAD_BLOCK_Q,
+            "BLOCK_E": block_e,
+            "BLOCK_Q": WGRAD_GATHER // block_e,
             "BS": bs if has_bias else 1,  # the bias programs' tile (unused without a bias)
             "BQ": bq if has_bias else 1,
             "HAS_BIAS": bool(has_bias),

@@ -5,9 +5,9 @@ multiply-accumulates the sparse Triton kernels execute (:mod:`ndsnn_triton.kerne
 mask of density ``d`` spread evenly over input channels these are ``d·M·N`` times a
 mask-independent factor of the layer input (:class:`~ndsnn_triton.kernels.work.WorkFactors`):
 
-* ``forward`` = ``Σ_c A_c / (C·N·OH·OW)``: output lanes the forward runs per dense output
-  position (a block of ``BLOCK_P`` output positions skips channel ``c`` only if every sample it
-  touches has an all-zero input map in ``c``);
+* ``forward`` = ``Σ_c A_c·OH·OW / (C·N·OH·OW)``: output lanes the forward runs per dense output
+  position — the fraction of live ``(sample, channel)`` input maps where the forward skips
+  silent ones (output maps of 4 positions or more), 1 elsewhere;
 * ``weight_grad`` = ``Σ_c E_c / (C·N·OH·OW)``: weight-gradient events (non-zero inputs at usable
   positions) per dense output position;
 * the input gradient runs every kept weight over every input position: ``H·W/(OH·OW)``, from the
@@ -34,12 +34,8 @@ Two sources of the first two factors:
 
 2. **The i.i.d. model** (:func:`iid_factors`): every input element is a spike independently with
    probability ``r`` (analog input: ``r = 1``). An input map of ``H·W`` elements is silent with
-   probability ``(1−r)^(H·W)`` and a forward block touching ``k`` samples skips a channel with
-   probability ``(1−r)^(k·H·W)``, so the expected forward factor is
-   ``Σ_b lanes_b·(1 − (1−r)^(k_b·H·W)) / (N·OH·OW)`` over the kernel's blocks (``BLOCK_P`` from
-   :func:`ndsnn_triton.kernels.work.forward_block` at ``N = τ·B``). When ``OH·OW`` divides
-   ``BLOCK_P`` or ``BLOCK_P`` divides ``OH·OW`` (every power-of-two map) this is
-   ``1 − (1−r)^(g·H·W)`` with ``g = max(1, BLOCK_P // (OH·OW))``. The weight-gradient factor is
+   probability ``(1−r)^(H·W)``, so the expected forward factor is ``1 − (1−r)^(H·W)`` where the
+   forward skips silent maps and 1 elsewhere. The weight-gradient factor is
    ``r · U/(OH·OW)`` with ``U`` the usable input positions (:func:`~ndsnn_triton.kernels.work.usable_rows`;
    ``U = H·W = OH·OW`` at stride 1 with "same" padding). Real spikes are correlated (whole silent
    channels), so measured forward factors are usually below the i.i.d. ones.
@@ -221,36 +217,18 @@ def trace_geometry(
     return found
 
 
-def _block_mix(geometry: LayerGeometry, batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(weights, samples)``: the forward kernel's blocks at batch ``batch`` grouped by how many
-    samples each touches; ``weights`` = their share of the ``N·OH·OW`` output lanes."""
-    n = geometry.timesteps * batch
-    p = geometry.out_positions
-    total = n * p
-    block = work.forward_block(total, geometry.out_channels)
-    starts = np.arange(0, total, block, dtype=np.int64)
-    lanes = np.minimum(total - starts, block)
-    touched = (starts + lanes - 1) // p - starts // p + 1
-    samples, inverse = np.unique(touched, return_inverse=True)
-    weights = np.bincount(inverse, weights=lanes.astype(float)) / total
-    return weights, samples
-
-
-def iid_factors(
-    geometry: LayerGeometry, rate: float | np.ndarray, batch: int
-) -> tuple[np.ndarray, np.ndarray]:
+def iid_factors(geometry: LayerGeometry, rate: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(forward, weight_grad)`` factors of the i.i.d. Bernoulli(``rate``) spike model (see the
-    module docstring) for a layer of ``geometry`` at ``batch`` samples; ``rate`` may be an array
-    (the factors then have its shape)."""
+    module docstring) for a layer of ``geometry``; ``rate`` may be an array (the factors then
+    have its shape)."""
     r = np.asarray(rate, dtype=float)
     if not np.isfinite(r).all() or ((r < 0) | (r > 1)).any():
         raise ValueError(f"layer {geometry.name}: spike rate must lie in [0, 1], got {rate!r}")
-    weights, samples = _block_mix(geometry, batch)
-    exponent = samples * geometry.in_positions  # input elements a block's channel test sees
-    silent = (1.0 - r[..., None]) ** exponent
-    forward = ((1.0 - silent) * weights).sum(-1)
-    weight_grad = r * geometry.weight_grad_bound
-    return forward, weight_grad
+    if work.forward_skips_silent_maps(geometry.out_positions):
+        forward = 1.0 - (1.0 - r) ** geometry.in_positions
+    else:
+        forward = np.ones_like(r)
+    return forward, r * geometry.weight_grad_bound
 
 
 @dataclass(frozen=True)
@@ -435,7 +413,7 @@ def iid_work(
     forward = np.empty_like(r)
     weight_grad = np.empty_like(r)
     for j, layer in enumerate(table.layers):
-        forward[..., j], weight_grad[..., j] = iid_factors(geometry[layer.name], r[..., j], batch)
+        forward[..., j], weight_grad[..., j] = iid_factors(geometry[layer.name], r[..., j])
     input_grad = np.array([geometry[n].input_grad_factor for n in table.names])
     return KernelWork(forward, weight_grad, input_grad, r, _spike_rate_label(table, r))
 
