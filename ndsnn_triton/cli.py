@@ -698,14 +698,26 @@ def _add_roofline_parser(sub: argparse._SubParsersAction) -> None:
         default="bf16",
         help="compute dtype of the layers (default bf16; weights stay fp32)",
     )
+    p.add_argument(
+        "--predictions",
+        default=None,
+        metavar="JSON",
+        help="also write the benchmark cases' predictions here "
+        "(bench/results/kernel_predictions-<gpu>.json)",
+    )
     p.set_defaults(func=_cmd_roofline)
 
 
 def _cmd_roofline(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ndsnn_triton.profiler.roofline import render_markdown
+    from ndsnn_triton.profiler.roofline import predictions_document, render_markdown
 
+    if args.predictions is not None:
+        path = Path(args.predictions)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(predictions_document(args.gpu), indent=1) + "\n")
+        print(f"wrote {path} (model, not measurement)")
     text = render_markdown(args.gpu, _DTYPES[args.dtype])
     if args.out is None:
         print(text, end="")

@@ -448,6 +448,38 @@ def benchmark_predictions(
     return rows
 
 
+def predictions_document(gpu_key: str = "H200") -> dict:
+    """The predictions of every benchmark case with the model's constants and provenance
+    (``bench/results/kernel_predictions-<gpu>.json``: written before a GPU measures the kernels,
+    compared with the measurement after)."""
+    import platform
+
+    import triton
+
+    return {
+        "what": (
+            "predicted µs of each launch of the sparse kernels (model, not measurement): "
+            "ndsnn_triton.kernels.perf_model, for the spike-input layers of VGG-16 and ResNet-19 "
+            f"at B {BATCH}, T {T}, with the measured spike structure"
+        ),
+        "gpu": asdict(GPUS[gpu_key]),
+        "model": {
+            "t_dep_us": CALIBRATION.t_dep_us,
+            "launch_us": CALIBRATION.launch_us,
+            "occupancy": CALIBRATION.occupancy,
+            "prior_rate": PRIOR_RATE,
+            "source": CALIBRATION.source,
+        },
+        "environment": {
+            "ndsnn_triton": __version__,
+            "torch": torch.__version__.split("+")[0],
+            "triton": triton.__version__,
+            "python": platform.python_version(),
+        },
+        "rows": benchmark_predictions(gpu_key),
+    }
+
+
 # ----------------------------------------------------------------------------- markdown
 
 
