@@ -1,5 +1,5 @@
-"""Every Triton kernel, compiled for real NVIDIA targets (sm_80, sm_90, sm_100 where the
-installed Triton supports it) with every configuration its launcher chooses, on this CPU.
+"""Every Triton kernel, compiled for real NVIDIA targets (sm_80 and sm_90) with every
+configuration its launcher chooses, on this CPU.
 
 The compiler runs in a subprocess without ``TRITON_INTERPRET`` (the suite sets it on CPU, and the
 interpreter replaces ``@triton.jit`` functions). Configurations come from the launchers' own plan
@@ -17,12 +17,19 @@ from pathlib import Path
 
 import pytest
 
+from ndsnn_triton.kernels import spike_conv as sc
 from ndsnn_triton.kernels.aot import resource_table
 from ndsnn_triton.kernels.launch import PLANS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESOURCES = ROOT / "bench" / "results" / "kernel_resources-sm_90.json"
 REQUIRED_TARGETS = {"sm_80", "sm_90"}
+#: what the suite compiles (sm_100 too with ``python -m ndsnn_triton.kernels.aot``: the suite's
+#: time goes to the two generations the library is measured on)
+TARGETS = ["80", "90"]
+AOT_COMMAND = [sys.executable, "-m", "ndsnn_triton.kernels.aot", "--jobs", "2"]
+#: most spilled bytes per thread a kernel with a register cap may have
+CAPPED_SPILL_BYTES = 32
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +40,7 @@ def compiled(tmp_path_factory) -> dict:
     env["TRITON_CACHE_DIR"] = str(out.parent / "triton-cache")
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # silence 3.9's notice; plans pin fusion
     done = subprocess.run(
-        [sys.executable, "-m", "ndsnn_triton.kernels.aot", "--jobs", "2", "--out", str(out)],
+        [*AOT_COMMAND, "--out", str(out), "--targets", *TARGETS],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -64,26 +71,50 @@ def test_every_kernel_and_target_is_covered(compiled):
     assert not missing, f"plans never compiled: {sorted(missing)}"
 
 
-def test_every_block_size_the_launchers_choose_is_compiled(compiled):
-    """The odd shapes reach the small blocks the plans pick for small launches."""
-    blocks: dict[str, set] = {}
+def _tile(kernel: str, c: dict) -> int:
+    """Lanes of a specialisation's main tile (positions × samples, neurons, or inputs)."""
+    if kernel in ("conv_fwd", "conv_dgrad"):
+        return c["S"] * c["Q"]
+    if kernel == "conv_wgrad":
+        return c["TS"] * c["TQ"]
+    if kernel in ("lif_fwd", "spike_prep"):
+        return c["MAPS"] * c["HWB"]
+    return c.get("BLOCK", c.get("RB", 1))
+
+
+def test_every_tile_the_launchers_choose_is_compiled(compiled):
+    """The odd shapes reach the small tiles the plans pick for small launches; every tile is a
+    power of two within the plan's bound."""
+    tiles: dict[str, set] = {}
     for r in compiled["results"]:
-        c = r["config"]["constexprs"]
-        blocks.setdefault(r["kernel"], set()).add(c.get("BLOCK_P", c.get("BLOCK")))
-    assert all(b > 0 and b & (b - 1) == 0 for sizes in blocks.values() for b in sizes), blocks
-    assert blocks["conv_fwd"] == {16, 32, 64, 128}
-    assert blocks["conv_dgrad"] == {16, 32, 64, 128}
-    assert blocks["conv_wgrad"] == {64}  # events per tile: fixed
-    assert blocks["conv_wgrad_positions"] == {16, 32, 64}
-    assert blocks["spike_events"] >= {16, 128}
-    assert blocks["lif_fwd"] == blocks["lif_bwd"] == {64, 128, 256, 512}
+        tiles.setdefault(r["kernel"], set()).add(_tile(r["kernel"], r["config"]["constexprs"]))
+    assert all(t > 0 and t & (t - 1) == 0 for sizes in tiles.values() for t in sizes), tiles
+    for kernel in ("conv_fwd", "conv_dgrad"):
+        assert min(tiles[kernel]) <= 2 and {32, sc.MAX_POSITIONS} <= tiles[kernel], tiles[kernel]
+        assert max(tiles[kernel]) == sc.MAX_POSITIONS
+    assert min(tiles["conv_wgrad"]) == 1 and max(tiles["conv_wgrad"]) == sc.WGRAD_TILE
+    assert tiles["lif_fwd"] == {64, 128, 256, 512, 1024}
+    assert tiles["lif_bwd"] == {64, 128, 256, 512}
+    kept = {
+        (r["kernel"], r["config"]["constexprs"].get("BLOCK_K", r["config"]["constexprs"].get("BLOCK_E")))
+        for r in compiled["results"]
+        if r["kernel"] in ("conv_fwd", "conv_dgrad", "conv_wgrad")
+    }  # fmt: skip
+    assert kept == {
+        *((k, b) for k in ("conv_fwd", "conv_dgrad") for b in (sc.MIN_BLOCK_K, sc.MAX_BLOCK_K)),
+        *(("conv_wgrad", b) for b in (sc.MIN_BLOCK_E, sc.MAX_BLOCK_E)),
+    }
 
 
-def test_no_spills(compiled):
+def test_no_spills_but_where_a_plan_caps_registers(compiled):
+    """No kernel spills, except a capped one (the plan traded a few spilled bytes for
+    occupancy), which spills at most :data:`CAPPED_SPILL_BYTES` per thread."""
     spilling = [
         f"{_label(r)}: {r['spill_stores']} B stored, {r['spill_loads']} B loaded"
         for r in compiled["results"]
-        if r["ok"] and (r["spill_stores"] or r["spill_loads"])
+        if r["ok"]
+        and max(r["spill_stores"], r["spill_loads"])
+        > (CAPPED_SPILL_BYTES if r["config"].get("maxnreg") else 0)
     ]
     assert not spilling, "kernels that spill registers:\n" + "\n".join(spilling[:20])
 
@@ -97,11 +128,23 @@ def test_every_config_fits_at_least_one_block_per_sm(compiled):
     assert not low, "configs that cannot place one block on an SM:\n" + "\n".join(low)
 
 
-def test_weight_gradient_reaches_half_occupancy(compiled):
-    """The weight gradient's tile was sized for >= 50 % occupancy without spills."""
+def test_conv_kernels_keep_the_occupancy_the_time_model_assumes(compiled):
+    """The time model holds ``Calibration.occupancy`` of an SM's warps resident for an uncapped
+    conv kernel and what the cap leaves room for otherwise: the compiled code must allow it."""
+    from ndsnn_triton.kernels.perf_model import CALIBRATION
+
+    for r in compiled["results"]:
+        if not r["ok"] or r["kernel"] not in ("conv_fwd", "conv_dgrad", "conv_wgrad"):
+            continue
+        cap = r["config"].get("maxnreg")
+        warps = r["threads_per_block"] // 32
+        if cap is None:
+            assert r["registers"] <= 64 and r["occupancy"] >= CALIBRATION.occupancy, _label(r)
+        else:
+            assert r["registers"] <= cap, _label(r)
+            assert r["blocks_per_sm"] >= min(32, 65536 // (cap * warps * 32)), _label(r)
     wgrad = [r for r in compiled["results"] if r["kernel"] == "conv_wgrad" and r["ok"]]
-    assert wgrad
-    assert min(r["occupancy"] for r in wgrad) >= 0.5, max(r["registers"] for r in wgrad)
+    assert min(r["occupancy"] for r in wgrad) >= 0.5
 
 
 def test_lif_arithmetic_is_ieee_and_unfused(compiled):

@@ -90,7 +90,10 @@ def test_weight_gradient_flops_are_kept_weights_times_events():
     assert cost.flops == pytest.approx(2 * 36 * events / 4)
     # the reduce reads the mask and the partials, writes the gradient in its dtype
     red = pm.wgrad_reduce_cost(shape, 36, 3, torch.float32)
-    assert red.traffic["write gradient"] == 5 * 4 * 9 * 4 and red.traffic["read partials"] == 36 * 3 * 4
+    assert (
+        red.traffic["write gradient"] == 5 * 4 * 9 * 4
+        and red.traffic["read partials"] == 36 * 3 * 4
+    )
 
 
 def test_prediction_is_the_slowest_term_plus_the_launch():
@@ -107,6 +110,14 @@ def test_prediction_is_the_slowest_term_plus_the_launch():
     assert held == 132 * 8  # half of 64 warps per SM, 4 warps per program
     wide = pm.LaunchCost("k", 0.0, 0.0, 0.0, chain=2.0 * held * 10, programs=held * 10, warps=4)
     assert pm.predict(wide, GPUS["H200"]).latency_us == pytest.approx(20 * pm.CALIBRATION.t_dep_us)
+    # a register cap holds what it leaves room for: 65,536 / (72 × 128) = 7 programs per SM
+    assert pm.concurrency(GPUS["H200"], 4, max_registers=72) == 132 * 7
+    assert pm.concurrency(GPUS["H200"], 4, max_registers=64) == 132 * 8
+    assert pm.concurrency(GPUS["H200"], 1, max_registers=72) == 132 * 28
+    capped = pm.LaunchCost("k", 0.0, 0.0, 0.0, 2.0 * held * 10, held * 10, 4, max_registers=72)
+    assert pm.predict(capped, GPUS["H200"]).latency_us == pytest.approx(
+        2.0 * held * 10 / (132 * 7) * pm.CALIBRATION.t_dep_us
+    )
     assert roofline.achieved_fraction(2.0, p) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="positive"):
         roofline.achieved_fraction(0.0, p)

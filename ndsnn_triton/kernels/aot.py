@@ -296,6 +296,11 @@ WEIGHT_COMPUTE = (
     (torch.bfloat16, torch.bfloat16),
     (torch.float16, torch.float16),
 )
+#: what the models' own layers are compiled with: fp32, and bf16 autocast over fp32 master
+#: weights; the other combinations differ only in pointer types and are compiled on the odd
+#: shapes, which reach every tile the plans choose
+MODEL_WEIGHT_COMPUTE = WEIGHT_COMPUTE[:2]
+MODEL_FLOAT_DTYPES = (torch.float32, torch.bfloat16)
 
 
 def launches(site: LaunchSite, densities: Iterable[float] = DENSITIES) -> Iterator[KernelLaunch]:
@@ -305,8 +310,11 @@ def launches(site: LaunchSite, densities: Iterable[float] = DENSITIES) -> Iterat
     plans = launch_mod.PLANS
     geo = (site.x_shape, site.w_shape, site.stride, site.padding, site.dilation)
     caps = [_cap(site.w_shape, d) for d in densities]
+    odd = site.model == "odd"
+    weight_compute = WEIGHT_COMPUTE if odd else MODEL_WEIGHT_COMPUTE
+    float_dtypes = FLOAT_DTYPES if odd else MODEL_FLOAT_DTYPES
     if site.op == "conv_fwd":
-        for w_dtype, y_dtype in WEIGHT_COMPUTE:
+        for w_dtype, y_dtype in weight_compute:
             # spikes come with their companion (int8 copy and activity); analog input as is
             x_dtype = torch.int8 if site.spike_input else y_dtype
             for cap in caps:
@@ -316,11 +324,11 @@ def launches(site: LaunchSite, densities: Iterable[float] = DENSITIES) -> Iterat
             yield plans["conv_fwd"](*geo, torch.int8, f32, f32, not site.has_bias, False, cap)
             yield plans["conv_fwd"](*geo, f32, f32, f32, site.has_bias, False, cap)
     elif site.op == "conv_dgrad":
-        for w_dtype, dy_dtype in WEIGHT_COMPUTE:
+        for w_dtype, dy_dtype in weight_compute:
             for cap in caps:
                 yield plans["conv_dgrad"](*geo, dy_dtype, w_dtype, cap)
     elif site.op == "conv_wgrad":
-        for w_dtype, dy_dtype in WEIGHT_COMPUTE:
+        for w_dtype, dy_dtype in weight_compute:
             # binary spikes are saved as int8; analog input (the stem) as it is
             x_dtype = torch.int8 if site.spike_input else dy_dtype
             for bias in (False, True):
@@ -333,7 +341,7 @@ def launches(site: LaunchSite, densities: Iterable[float] = DENSITIES) -> Iterat
     elif site.op == "lif_fwd":
         # no companion, and the one the LIF writes for its own maps (spike_map_size's rule)
         natural = math.prod(site.x_shape[3:]) if len(site.x_shape) >= 4 else 1
-        for dtype in FLOAT_DTYPES:
+        for dtype in float_dtypes:
             for int8_spikes in (False, True):
                 for map_size in (0, natural):
                     for v0_scalar in (False, True):
@@ -351,7 +359,7 @@ def launches(site: LaunchSite, densities: Iterable[float] = DENSITIES) -> Iterat
                 site.x_shape, torch.float32, False, decay_input, v_reset, natural
             )
     elif site.op == "lif_bwd":
-        for dtype in FLOAT_DTYPES:
+        for dtype in float_dtypes:
             for v_reset in (0.0, None):
                 for detach in (False, True):
                     for surrogate in ("atan", "sigmoid"):
@@ -360,7 +368,7 @@ def launches(site: LaunchSite, densities: Iterable[float] = DENSITIES) -> Iterat
                         )
             yield plans["lif_bwd"](site.x_shape, dtype, 0.0, True, "atan", False)
     elif site.op == "spike_prep":
-        for dtype in (*FLOAT_DTYPES, *SPIKE_DTYPES):
+        for dtype in (*float_dtypes, *SPIKE_DTYPES):
             yield plans["spike_prep"](site.x_shape, dtype, True)
         yield plans["spike_prep"](site.x_shape, torch.float32, False)
     else:
@@ -463,15 +471,21 @@ def _compile_with_ptxas_log(src: Any, arch: int, options: dict) -> tuple[Any, st
     if nvidia is None or not hasattr(nvidia, "dump_ptxas_log"):
         return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options), None
     out = io.StringIO()
-    previous = nvidia.dump_ptxas_log
+    # a cached kernel would skip ptxas and print nothing: compile afresh (a second ptxas run on
+    # the PTX alone can allocate registers differently from Triton's own)
+    compilation = getattr(knobs, "compilation", None)
+    previous = (nvidia.dump_ptxas_log, getattr(compilation, "always_compile", None))
     nvidia.dump_ptxas_log = True
+    if compilation is not None:
+        compilation.always_compile = True
     try:
         with contextlib.redirect_stdout(out):
             compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
     finally:
-        nvidia.dump_ptxas_log = previous
+        nvidia.dump_ptxas_log = previous[0]
+        if compilation is not None:
+            compilation.always_compile = previous[1]
     log = out.getvalue()
-    # a cached kernel skips ptxas: nothing printed
     return compiled, log if "registers" in log else None
 
 
@@ -566,12 +580,12 @@ def resource_report(results: list[CompileResult], target: str = "sm_90") -> dict
     for r in rows:
         k = kernels.setdefault(
             r.kernel,
-            {"specializations": 0, "registers": [], "spill_bytes": 0, "shared_bytes": [],
+            {"specializations": 0, "registers": [], "spills": [], "shared_bytes": [],
              "threads_per_block": set(), "occupancy": [], "lowest": None},
         )  # fmt: skip
         k["specializations"] += 1
         k["registers"].append(r.registers)
-        k["spill_bytes"] += r.spill_stores + r.spill_loads
+        k["spills"].append(r.spill_stores)
         k["shared_bytes"].append(max(r.shared_static, r.shared_dynamic))
         k["threads_per_block"].add(r.threads_per_block)
         k["occupancy"].append(r.occupancy)
@@ -588,7 +602,8 @@ def resource_report(results: list[CompileResult], target: str = "sm_90") -> dict
             "specializations": k["specializations"],
             "registers_min": min(k["registers"]),
             "registers_max": max(k["registers"]),
-            "spill_bytes": k["spill_bytes"],
+            "spill_stores_max": max(k["spills"]),
+            "spilling": sum(1 for b in k["spills"] if b),
             "shared_bytes_max": max(k["shared_bytes"]),
             "threads_per_block": sorted(k["threads_per_block"]),
             "occupancy_min": min(k["occupancy"]),
@@ -611,6 +626,12 @@ def resource_report(results: list[CompileResult], target: str = "sm_90") -> dict
     }
 
 
+def _spills(kernel: dict[str, Any]) -> str:
+    if not kernel["spilling"]:
+        return "0 B"
+    return f"≤ {kernel['spill_stores_max']} B in {kernel['spilling']}"
+
+
 def resource_table(report: dict[str, Any]) -> str:
     """The README's markdown table of a :func:`resource_report`."""
     lines = [
@@ -623,7 +644,7 @@ def resource_table(report: dict[str, Any]) -> str:
         threads = ", ".join(str(t) for t in k["threads_per_block"])
         lines.append(
             f"| `{name}` | {k['specializations']} | {k['registers_min']}–{k['registers_max']} | "
-            f"{k['spill_bytes']} B | {k['shared_bytes_max']} B | {threads} | "
+            f"{_spills(k)} | {k['shared_bytes_max']} B | {threads} | "
             f"{k['occupancy_min']:.0%}–{k['occupancy_max']:.0%} | {low['limited_by']} "
             f"({low['threads_per_block']} threads, {low['registers']} registers) |"
         )

@@ -68,6 +68,8 @@ class KernelLaunch:
     #: scalar argument values the plan computed (e.g. a chunk length), for the launcher to pass
     values: Mapping[str, int] = field(default_factory=dict)
     threads_per_warp: int = 32
+    #: register cap per thread handed to ptxas (``maxnreg``); None: ptxas chooses
+    max_registers: int | None = None
 
     @property
     def programs(self) -> int:
@@ -96,11 +98,14 @@ class KernelLaunch:
 
     def options(self) -> dict[str, Any]:
         """Compile options, as launch keywords and as ``triton.compile(options=...)``."""
-        return {
+        options = {
             "num_warps": self.num_warps,
             "num_stages": self.num_stages,
             "enable_fp_fusion": self.enable_fp_fusion,
         }
+        if self.max_registers is not None:
+            options["maxnreg"] = self.max_registers
+        return options
 
     def specialization(self) -> tuple:
         """What makes two launches compile to the same binary (the grid does not)."""

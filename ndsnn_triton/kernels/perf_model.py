@@ -63,6 +63,7 @@ class Gpu:
     fp32_tflops: float
     bf16_tflops: float
     max_warps_per_sm: int = 64
+    registers_per_sm: int = 65536
     #: load lanes the L1 accepts per SM and cycle (one warp-wide load instruction per cycle): an
     #: assumption from the SM's load/store throughput, not fitted
     load_lanes_per_clk: int = 32
@@ -98,8 +99,9 @@ class Calibration:
     t_dep_us: float = 0.330
     #: µs a launch costs beyond its work (assumed: back-to-back launches on one stream)
     launch_us: float = 2.0
-    #: fraction of an SM's warps resident while the conv kernels run (assumed: the compiled
-    #: kernels use ≤ 64 registers, half occupancy or more; bench/results/kernel_resources-sm_90.json)
+    #: fraction of an SM's warps resident while a conv kernel without a register cap runs (its
+    #: compiled code stays at or under 64 registers on 4 warps, tests/test_aot_compile.py); a
+    #: capped kernel holds what its cap leaves room for
     occupancy: float = 0.5
     source: str = (
         "t_dep fitted on bench/results/spike_skipping-NVIDIA_H200.json (triton_fwd_noskip, "
@@ -187,6 +189,8 @@ class LaunchCost:
     programs: int
     warps: int
     traffic: dict[str, float] = field(default_factory=dict)
+    #: the plan's register cap per thread (None: the kernel stays at or under 64 uncapped)
+    max_registers: int | None = None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -213,7 +217,7 @@ def _cost(
 ):
     return LaunchCost(
         launch.name, sum(traffic.values()), flops, lanes, chain, launch.programs, launch.num_warps,
-        traffic,
+        traffic, launch.max_registers,
     )  # fmt: skip
 
 
@@ -417,9 +421,15 @@ class Prediction:
         return max(self.hbm_us, self.flop_us)
 
 
-def concurrency(gpu: Gpu, warps: int, calib: Calibration = CALIBRATION) -> int:
-    """Programs of ``warps`` warps the GPU holds at once (at least one per SM)."""
-    return gpu.sms * max(1, min(32, int(gpu.max_warps_per_sm * calib.occupancy) // max(warps, 1)))
+def concurrency(
+    gpu: Gpu, warps: int, calib: Calibration = CALIBRATION, max_registers: int | None = None
+) -> int:
+    """Programs of ``warps`` warps the GPU holds at once (at least one per SM): the assumed
+    occupancy, or what a register cap of ``max_registers`` per thread leaves room for."""
+    per_sm = int(gpu.max_warps_per_sm * calib.occupancy) // max(warps, 1)
+    if max_registers is not None:
+        per_sm = gpu.registers_per_sm // (max_registers * warps * 32)
+    return gpu.sms * max(1, min(32, per_sm))
 
 
 def predict(cost: LaunchCost, gpu: Gpu, calib: Calibration = CALIBRATION) -> Prediction:
@@ -427,7 +437,7 @@ def predict(cost: LaunchCost, gpu: Gpu, calib: Calibration = CALIBRATION) -> Pre
     tensor cores)."""
     if cost.programs == 0:
         return Prediction(0.0, 0.0, 0.0, 0.0, 0.0)
-    held = concurrency(gpu, cost.warps, calib)
+    held = concurrency(gpu, cost.warps, calib, cost.max_registers)
     # a program's chain cannot be shared out: at least one program's worth of latency
     per_program = cost.chain / cost.programs
     latency = max(cost.chain / held, per_program) * calib.t_dep_us

@@ -151,6 +151,11 @@ def masked_conv2d_weight_grad_ref(
 # (kept weight, sample) pair whose input map is silent are predicated off — one [BLOCK_K, S]
 # activity load per iteration, nothing per lane and no branch.
 #
+# At 1 % density a row holds a few kept weights, so a program's time is a chain of dependent
+# loads (index → weight → input), not bandwidth. The gather loops are software-pipelined by hand
+# over one flat loop of (row, chunk) items of all the program's rows: item i gathers while item
+# i+1's weights (and activity) and item i+2's column indices are in flight.
+#
 # The input gradient is the same gather over the transpose index: a program owns CHANS input
 # channels (longest first) and a tile of input positions, and pulls dY through the channel's kept
 # weights (every tap of the channel at once).
@@ -524,7 +529,7 @@ if HAS_TRITON:
 
 _I32 = "i32"
 #: lanes (kept weights × positions) one gather iteration of the forward / input gradient holds:
-#: 8 per thread on 4 warps (≤ 64 registers: half occupancy or more on sm_80–sm_100)
+#: 8 per thread on 4 warps (the input gradient stays under 64 registers; the forward is capped, below)
 GATHER_TILE = 1024
 #: kept weights per gather iteration: the power of two at or above a row's (column's) mean kept
 #: count, within these bounds
@@ -548,6 +553,13 @@ MAX_CHUNKS = 64
 #: largest map the weight gradient's packed events address (8-bit row and column fields) and the
 #: most samples a compaction tile holds (16-bit sample field)
 MAX_EVENT_MAP = 256
+#: register caps (per thread, ptxas ``maxnreg``). Left to itself ptxas gives the pipelined
+#: forward's widest tiles and the weight gradient's stride-2 and many-sample tiles 70–95
+#: registers (31–44 % occupancy). The forward at 72 keeps 7 blocks of 4 warps per SM (44 %)
+#: without spilling (at 64 it would spill up to 56 B); the weight gradient at 64 keeps half
+#: occupancy for at most 24 B of spill in some tiles (tests/test_aot_compile.py bounds both)
+FWD_MAX_REGISTERS = 72
+WGRAD_MAX_REGISTERS = 64
 #: chunks the weight-gradient reduce sums per iteration (REDUCE_BLOCK × 4 partial sums in flight)
 REDUCE_CHUNKS = 4
 #: warps of every conv kernel (4: 128 threads)
@@ -666,6 +678,7 @@ def conv_fwd_plan(
         num_stages=CONV_NUM_STAGES,
         enable_fp_fusion=CONV_FP_FUSION,
         values={"QT": qt},
+        max_registers=FWD_MAX_REGISTERS,
     )
 
 
@@ -811,6 +824,7 @@ def conv_wgrad_plan(
         num_stages=CONV_NUM_STAGES,
         enable_fp_fusion=CONV_FP_FUSION,
         values={"SPC": per_chunk, "CHUNKS": chunks},
+        max_registers=WGRAD_MAX_REGISTERS,
     )
 
 

@@ -45,6 +45,7 @@ from ndsnn_triton.kernels.perf_model import (
     flops_and_bytes,
     predict,
 )
+from ndsnn_triton.kernels.spike_conv import FWD_MAX_REGISTERS
 from ndsnn_triton.kernels.triton_utils import cdiv
 
 #: the recorded files the model is fitted on and the structure it predicts with
@@ -557,8 +558,13 @@ def render_markdown(gpu_key: str = "H200", dtype: torch.dtype = torch.bfloat16) 
         "`time = max(bytes / HBM bandwidth, FLOPs / fp32 peak, lanes / load rate, chain · t_dep / "
         "concurrency) + launch`",
         "",
-        f"with concurrency = SMs × resident programs (occupancy {CALIBRATION.occupancy:.0%} of "
-        f"{gpu.max_warps_per_sm} warps per SM, assumed from the compiled kernels' registers), a "
+        f"with concurrency = SMs × resident programs ({CALIBRATION.occupancy:.0%} of "
+        f"{gpu.max_warps_per_sm} warps per SM for a kernel that compiles to ≤ 64 registers; for "
+        f"one whose plan caps its registers, what {gpu.registers_per_sm:,} registers per SM leave "
+        f"room for: the forward at {FWD_MAX_REGISTERS}, "
+        f"{gpu.registers_per_sm // (FWD_MAX_REGISTERS * 128)} programs of 4 warps; "
+        "tests/test_aot_compile.py checks "
+        "the compiled kernels against both), a "
         f"load rate of {gpu.load_lanes_per_clk} lanes per SM and cycle (assumed), "
         f"{CALIBRATION.launch_us:g} µs per launch (assumed) and t_dep fitted below. "
         f"{gpu.name}: {gpu.sms} SMs at {gpu.clock_ghz} GHz, HBM {gpu.hbm_tb_s} TB/s, fp32 "
