@@ -230,7 +230,7 @@ def _conv_call(op: str, density: float, dtype=torch.bfloat16):
 )
 def test_model_prefers_the_sparse_kernel_only_when_sparse_enough(h200, op):
     """On VGG-16 conv2 the model prices the sparse kernel under the recorded cuDNN time at
-    density 0.01 and far over it at 0.5: auto picks sparse, then dense."""
+    density 0.01 (by the margin) and far over it at 0.5: auto picks dense, then sparse."""
     sparse_us, dense_us = dispatch.predicted_us(op, _conv_call(op, 0.01))
     assert sparse_us < dispatch.SPARSE_MARGIN * dense_us
     sparse_us, dense_us = dispatch.predicted_us(op, _conv_call(op, 0.5))
@@ -240,15 +240,21 @@ def test_model_prefers_the_sparse_kernel_only_when_sparse_enough(h200, op):
     assert (dense_choice, sparse_choice) == (dense_impl, sparse_impl)
 
 
-def test_model_prices_a_bucket_at_its_dense_end(h200):
-    """A choice holds for a whole density bucket, so it is priced at the bucket's upper edge."""
-    assert dispatch.density_bucket_ceiling(0.011) == 0.02
-    assert dispatch.density_bucket_ceiling(0.6) == 1.0
-    assert dispatch.density_bucket_ceiling(0.004) == 0.01
+def test_a_choice_is_priced_at_the_first_mask_of_its_bucket(h200, monkeypatch):
+    """The model prices the mask it first sees in a density bucket at that mask's density, and a
+    later mask of the same bucket reuses the choice without pricing again."""
     op = "ndsnn::masked_conv2d"
-    low, _ = dispatch.predicted_us(op, _conv_call(op, 0.011))
-    high, _ = dispatch.predicted_us(op, _conv_call(op, 0.019))
-    assert low == high
+    dense_end, _ = dispatch.predicted_us(op, _conv_call(op, 0.019))
+    sparse_end, _ = dispatch.predicted_us(op, _conv_call(op, 0.011))
+    assert sparse_end < dense_end
+    priced = []
+    real = dispatch.predicted_us
+    monkeypatch.setattr(dispatch, "predicted_us", lambda *a: priced.append(a) or real(*a))
+    first = dispatch.choose(op, sparse_impl, dense_impl, _conv_call(op, 0.019))
+    again = dispatch.choose(op, sparse_impl, dense_impl, _conv_call(op, 0.011))
+    assert first is again and len(priced) == 1
+    dispatch.choose(op, sparse_impl, dense_impl, _conv_call(op, 0.009))  # the next bucket
+    assert len(priced) == 2
 
 
 # ----------------------------------------------------------------------------- float64

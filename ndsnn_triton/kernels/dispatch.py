@@ -4,11 +4,13 @@ Backend ``"triton"`` always runs the Triton kernel. Backend ``"auto"`` (CUDA onl
 Triton kernel and the reference (cuDNN/cuBLAS on the masked dense weight) with the kernels' time
 model (:mod:`ndsnn_triton.kernels.perf_model`, calibrated on recorded GPU runs; nothing is timed
 inside a training run) and keeps the sparse kernel only where it is predicted faster by
-:data:`SPARSE_MARGIN` (SparseProp's rule: sparse only where it clearly wins). The choice is made
+:data:`SPARSE_MARGIN` (sparse only where it clearly wins). The choice is made
 once per *choice key*: the op, the tensors' shapes, dtypes and devices, the non-tensor arguments
 (stride, padding, ...) and the mask's density bucket (:data:`DENSITY_BUCKETS`) — never the mask's
-address or version, so a mask update within a bucket reuses it. The model prices a density bucket
-at its lower edge and a weight gradient at the spike-rate prior
+address or version, so a mask update within a bucket reuses it. The model prices the mask the
+choice is first made for, at its own density: the sparse-training methods' densities only fall
+(NDSNN, LTH) or stay (SET, RigL, static), so that is the bucket's densest mask they run. A weight
+gradient is priced at the spike-rate prior
 (:data:`~ndsnn_triton.kernels.perf_model.PRIOR_RATE`). Calls whose Triton launcher would run the
 reference anyway (dense weight gradients, ``groups != 1``) are never priced. float64 runs on the
 reference under ``auto`` and is refused under ``triton``: the kernels accumulate in float32.
@@ -46,8 +48,8 @@ _MASK_ARG = 2
 
 
 # ----------------------------------------------------------------------------- reference-only calls
-# Where a Triton launcher hands the call to the reference (spike_conv.hands_to_reference), timing
-# would race the reference against itself. Per op: (groups, dense) from its arguments.
+# Where a Triton launcher hands the call to the reference (spike_conv.hands_to_reference), the model
+# would price the reference against itself. Per op: (groups, dense) from its arguments.
 
 _REFERENCE_ONLY: dict[str, Callable[..., tuple[int, bool]]] = {
     "ndsnn::masked_conv2d": lambda x, w, mask, bias, s, p, d, groups, *_: (groups, False),
@@ -74,12 +76,6 @@ def density_bucket(density: float) -> float:
     return next((edge for edge in DENSITY_BUCKETS if density >= edge), 0.0)
 
 
-def density_bucket_ceiling(density: float) -> float:
-    """The density the model prices a bucket at: its upper edge (1 for the top bucket), so a
-    choice of the sparse kernel holds for every density of the bucket."""
-    return next((edge for edge in sorted((*DENSITY_BUCKETS, 1.0)) if edge > density), 1.0)
-
-
 def mask_density(mask: Tensor) -> float:
     """The kept fraction of ``mask``: free where ``set_mask`` recorded the count, else one host
     synchronisation per mask version (the count is recorded for the index build too)."""
@@ -93,7 +89,7 @@ def mask_density(mask: Tensor) -> float:
 def _arg_key(a: object) -> object:
     if isinstance(a, Tensor):
         return (tuple(a.shape), a.dtype, a.device)
-    if a is None or isinstance(a, int | float | bool | str):
+    if a is None or isinstance(a, int | float | bool | str | torch.dtype):
         return a
     return tuple(a)
 
@@ -104,7 +100,7 @@ def _mask_arg(args: tuple) -> Tensor | None:
 
 
 def choice_key(op: str, args: tuple) -> tuple:
-    """What decides ``op``'s sparse-vs-dense race: shapes, dtypes, devices, the non-tensor
+    """What decides ``op``'s sparse-vs-dense choice: shapes, dtypes, devices, the non-tensor
     arguments and the mask's density bucket (no address: a freed mask's reuse cannot alias)."""
     mask = _mask_arg(args)
     bucket = None if mask is None else density_bucket(mask_density(mask))
@@ -121,7 +117,7 @@ def _gpu(device: torch.device) -> perf_model.Gpu:
 def _shape_and_nnz(op: str, args: tuple) -> tuple[perf_model.ConvShape, int]:
     """The convolution ``op`` runs (a linear layer as 1×1) and its mask's kept count."""
     mask = args[_MASK_ARG]
-    nnz = round(density_bucket_ceiling(mask_density(mask)) * mask.numel())
+    nnz = round(mask_density(mask) * mask.numel())
     if op.startswith("ndsnn::masked_linear"):
         fout, fin = mask.shape
         n = args[0].shape[0]
@@ -187,7 +183,7 @@ def choose(op: str, sparse: Callable, dense: Callable, args: tuple) -> Callable:
 
 def clear_caches() -> None:
     """Free the library's caches: the ``auto`` choices and the cached mask indices (with the
-    masks they keep alive). Call between benchmark cases; later calls re-time and rebuild."""
+    masks they keep alive). Call between benchmark cases; later calls re-price and rebuild."""
     _CHOICES.clear()
     INDEX_CACHE.clear()
 
