@@ -165,7 +165,7 @@ def lif_fn(impl: str, shape: tuple[int, int, int]) -> Callable[[], object]:
     if impl == "ref_fwd_bwd":
 
         def ref():
-            _, _, h = lif_forward_ref(x, v0, TAU, 1.0, 0.0, True)
+            _, _, h, _, _ = lif_forward_ref(x, v0, TAU, 1.0, 0.0, True)
             return lif_backward_ref(grad_s, grad_v, h, TAU, 1.0, 0.0, True, True, "atan", 2.0)
 
         return ref

@@ -787,7 +787,8 @@ def lif_multistep(
 def spike_map_size(shape: Sequence[int]) -> int:
     """Positions per ``(sample, channel)`` map of a time-first ``[T, B, C, ...]`` tensor: the
     product of the dimensions after ``C`` (1 for ``[T, B, F]``: one feature per map)."""
-    return math.prod(shape[3:]) if len(shape) >= 4 else 1
+    # int(): under torch.jit tracing the sizes are traced tensors
+    return int(math.prod(shape[3:])) if len(shape) >= 4 else 1
 
 
 # ----------------------------------------------------------------------------- FLOP formulas

@@ -74,11 +74,14 @@ def test_console_script_runs():
 
 def test_roofline_writes_the_model_table(tmp_path, capsys):
     out = tmp_path / "docs" / "roofline.md"
-    assert main(["roofline", "--out", str(out), "--gpu", "h100"]) == 0
+    predictions = tmp_path / "predictions.json"
+    argv = ["roofline", "--out", str(out), "--gpu", "H100", "--predictions", str(predictions)]
+    assert main(argv) == 0
     assert "wrote" in capsys.readouterr().out
     text = out.read_text()
-    assert "model, not measurement" in text
-    assert "H100 SXM fp32 CUDA µs" in text and "H200" not in text
-    assert main(["roofline", "--spike-dtype", "int8"]) == 0
+    assert "model, not measurement" in text and "H100 SXM" in text and "H200 SXM" not in text
+    doc = json.loads(predictions.read_text())
+    assert doc["gpu"]["name"] == "H100 SXM" and doc["rows"]
+    assert main(["roofline", "--dtype", "fp32"]) == 0
     printed = capsys.readouterr().out
-    assert "model, not measurement" in printed and "conv forward input spikes int8" in printed
+    assert "model, not measurement" in printed and "float32" in printed

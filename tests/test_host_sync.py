@@ -149,15 +149,20 @@ def test_a_training_step_makes_no_host_sync(digits, tmp_path, monkeypatch, metho
 
 
 def test_the_counter_sees_the_eager_spike_check(digits, tmp_path, monkeypatch):
-    """The counter is live: eager checking syncs once per spike-input layer."""
+    """The counter is live: eager checking syncs once per spike-input layer whose input carries
+    no companion (a LIF's spikes do: they are binary by construction and need no check)."""
     trainer = _prepared(_trainer(tmp_path, digits))
-    spike_layers = sum(m.spike_input for _, m in masked_layers(trainer.model))
-    assert spike_layers >= 2
+    layers = [m for _, m in masked_layers(trainer.model) if m.spike_input]
+    assert len(layers) >= 2
     x, y = _batch(trainer)
     trainer._train_step(0, x, y)
     with ndsnn_triton.use_spike_check("eager"), count_host_syncs(monkeypatch) as syncs:
         trainer._train_step(1, x, y)
-    assert syncs["Tensor.__bool__"] == spike_layers, dict(syncs)
+    assert sum(syncs.values()) == 0, dict(syncs)  # every spike layer's input comes from a LIF
+    plain = (torch.rand(2, 1, layers[0].in_channels, 6, 6) < 0.3).float()  # no companion
+    with ndsnn_triton.use_spike_check("eager"), count_host_syncs(monkeypatch) as syncs:
+        layers[0](plain)
+    assert syncs["Tensor.__bool__"] == 1, dict(syncs)
 
 
 def test_the_counter_sees_item_and_aten_reads(monkeypatch):

@@ -17,7 +17,7 @@ def _run(x, v0, **kw):
     return spikes.view(-1).tolist(), v_last.item()
 
 
-# Each case worked by hand from the SPEC §3 equations; values are exact binary fractions.
+# Each case worked by hand from the LIF equations (charge, fire, reset); values are exact binary fractions.
 HAND_CASES = [
     # hard reset to 0, decay_input: H = V + (X - V)/2
     (dict(tau=2.0, v_reset=0.0, decay_input=True), [1.5, 0.5, 1.5, 1.0], 0.0, [0, 0, 1, 0], 0.5),

@@ -332,12 +332,10 @@ def test_schedule_is_what_training_does(name, kwargs, digits, tmp_path, monkeypa
     real = ops_module.masked_conv2d_weight_grad_ref
     trainer_step = {"now": None}
 
-    def spy(
-        grad_out, x, mask, stride, padding, dilation, groups, dense
-    ):  # the reference's signature
+    def spy(grad_out, x, mask, stride, padding, dilation, groups, dense, *rest):
         if dense:
             dense_steps.append(trainer_step["now"])
-        return real(grad_out, x, mask, stride, padding, dilation, groups, dense)
+        return real(grad_out, x, mask, stride, padding, dilation, groups, dense, *rest)
 
     monkeypatch.setattr(ops_module, "masked_conv2d_weight_grad_ref", spy)
     method = build_method(name, **kwargs)
