@@ -2,8 +2,9 @@
 
 Reads ``bench/results/spike_structure.json`` (the structure of real spike maps,
 ``python -m bench.spike_structure``) and the GPU file ``bench/results/spike_skipping-<device>.json``
-(``pytest bench/test_bench_kernels.py -k test_spike_skipping --benchmark-only``) and prints
-markdown built from those numbers only.
+(recorded by the spike-skipping benchmark of the earlier, serial kernels at the commit the file
+names; the current kernels are measured by ``bench/test_bench_kernels.py``) and prints markdown
+built from those numbers only.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-#: the VGG-16 layer inputs the structure table shows (module path -> the SPEC's conv name)
+#: the VGG-16 layer inputs the structure table shows (module path -> conv name, counted from 1)
 VGG_LAYERS = {
     "features.1": "conv2",
     "features.5": "conv3",

@@ -15,7 +15,7 @@ caches freed and CUDA's cache emptied between cases) and the measured mean input
 the default recompute threshold (:mod:`ndsnn_triton.nn.recompute`) and again saving every
 activation (``saving_all_median_ms``, ``saving_all_peak_memory_bytes``: what recomputation buys
 in peak memory and costs in time). Configurations: ``auto_*`` runs the ``ndsnn`` ops on backend
-``auto`` (Triton where it wins, else cuDNN), ``dense_*`` the same model on backend ``torch``
+``auto`` (Triton where the time model predicts it faster, else cuDNN), ``dense_*`` the same model on backend ``torch``
 (cuDNN/cuBLAS on the masked dense weight, eager LIF), each in bf16 autocast and in fp32.
 Timed steps run with the binary-spike input check off (``use_spike_check(False)``: it is a
 host-synchronising validation, not training work), ``cudnn.benchmark=True`` and TF32 off (fp32

@@ -154,29 +154,9 @@ def test_gpu_case_counts_in_docstrings_match_the_grids():
         per_density * len(step.DENSITIES_FULL),
     )
     trimmed = kernels.conv_cases(full=False)
-    assert {d for _, d, _ in trimmed} == {1.0, 0.1, 0.01}
-    assert {layer[0] for layer, _, r in trimmed if r != 0.1} == {"vgg.conv2", "vgg.conv9"}
+    assert {c.density for c in trimmed} == {0.1, 0.05, 0.01}
+    assert {c.dtype for c in trimmed} == {"bf16", "fp32"}
     assert 0.02 not in step.DENSITIES_TRIMMED
-
-
-def test_kernel_rows_rate_each_launch_against_its_roofline(monkeypatch):
-    """The kernel benchmark's roofline fields: bound from the work model, fraction = bound /
-    measured median, on the H200's peaks on an H200."""
-    import torch
-
-    from bench import test_bench_kernels as kb
-    from ndsnn_triton.profiler.roofline import PEAKS
-
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H200")
-    mask = torch.rand(8, 4, 3, 3, generator=torch.Generator().manual_seed(0)) < 0.1
-    keys = ("triton_fwd", "triton_fwd_int8_input", "triton_dgrad", "triton_wgrad")
-    times = {key: [0.5, 0.4, 0.6] for key in keys}
-    out = kb._roofline_fractions(mask, (20, 4, 6, 6, 8, 3, 1, 1), times)
-    assert out["peaks"] == PEAKS["h200"].name
-    for key in keys:
-        assert out["bound_ms"][key] > 0
-        assert out["achieved_fraction"][key] == out["bound_ms"][key] / 0.5
-    assert out["bound_ms"]["triton_fwd_int8_input"] < out["bound_ms"]["triton_fwd"]
 
 
 def test_readme_quotes_the_recorded_cpu_results():
@@ -200,3 +180,46 @@ def test_readme_quotes_the_recorded_spike_skipping_results():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert structure_table() in readme
     assert gpu_table() in readme
+
+
+def test_readme_quotes_the_recorded_kernel_predictions():
+    """README's prediction table is generated from bench/results/kernel_predictions-H200.json
+    (python -m bench.kernel_table), which ``ndsnn roofline --predictions`` writes."""
+    from pathlib import Path
+
+    from bench.kernel_table import predictions_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert predictions_table() in readme
+
+
+def test_measured_kernel_table_reads_the_benchmark_rows(tmp_path, monkeypatch):
+    """The measured table is built from the rows ``bench/test_bench_kernels.py`` writes: a
+    synthetic file with one row prints its medians (µs), predictions, ratios and fractions."""
+    import json
+
+    from bench import kernel_table
+
+    row = {
+        "model": "vgg16",
+        "layer": "conv2",
+        "case": "vgg16.conv2-d0.01-measured-bf16",
+        "density": 0.01,
+        "spikes": {"label": "measured"},
+        "median_ms": {"fwd": 0.05, "dgrad": 0.06, "wgrad": 0.125},
+        "predicted_us": {"fwd": 55.0, "dgrad": 51.8, "wgrad": 83.8},
+        "roofline_fraction": {"fwd": 0.25, "dgrad": 0.5, "wgrad": 0.125},
+        "ratios": {"fwd_bwd_vs_cudnn": 0.55, "auto_vs_cudnn": 0.5, "csr_vs_fwd": 3.0},
+    }
+    other = dict(row, case="vgg16.conv2-d0.1-measured-bf16", density=0.1)
+    env = {"device": "NVIDIA H200", "torch": "2.13", "triton": "3.9", "commit": "abcdef0123"}
+    (tmp_path / "kernels-X.json").write_text(
+        json.dumps({"environment": env, "results": [row, other]})
+    )
+    monkeypatch.setattr(kernel_table, "RESULTS", tmp_path)
+    table = kernel_table.measured_table("X")
+    lines = [line for line in table.splitlines() if line.startswith("| vgg16")]
+    assert lines == [
+        "| vgg16.conv2 | 50.0 (55.0) | 60.0 (51.8) | 125 (83.8) | 0.55 | 0.50 | 3.0 | 25% / 50% / 12% |"
+    ]
+    assert "commit abcdef0" in table
