@@ -2,7 +2,7 @@
 
 The paper (Huang et al., DAC 2023) says NDSNN's training cost is 31.35 % (VGG-16) and 40.89 %
 (ResNet-19) of LTH's on CIFAR-10; its body is not public, so how LTH was counted is unknown. The
-LTH side is therefore a named **protocol** (SPEC §6):
+LTH side is therefore a named **protocol**:
 
 * ``full-imp``: round 0 dense for E epochs, then K rounds at ``0.75^k`` of E − rewind epochs each;
 * ``dense-plus-retrain``: one dense run (E) plus one retrain at the target density (E − rewind);

@@ -2,7 +2,7 @@
 
 Per weight layer l, with dense MACs per sample per timestep ``M_l`` (``OC·C·KH·KW·OH·OW``),
 timesteps ``τ_l``, weight density ``d_l``, input spike rate ``r_l`` (1 for analog input) and batch
-``B``, one training step costs (2 FLOPs per MAC; SPEC §6):
+``B``, one training step costs (2 FLOPs per MAC):
 
 =================  ==========================  ======================  ==========================
 term               ``snn`` (spike-aware,       ``rigl`` (Evci et al.   ``kernel`` (what the sparse
@@ -26,8 +26,8 @@ The ``kernel`` convention counts the multiply-accumulates of the library's spars
 rule of :mod:`ndsnn_triton.kernels.work`, for a mask of density ``d`` spread evenly over input
 channels. Its per-layer factors (:class:`KernelWork`, dimensionless, per dense output position)
 are the measured spike structure of the layer input — ``φ_fwd`` = forward lanes run
-(``Σ_c A_c / (C·N·OH·OW)``, ``r ≤ φ_fwd ≤ 1``: a (sample-block, channel) pair is skipped only if
-all its input maps are silent) and ``φ_wg`` = weight-gradient events (``Σ_c E_c / (C·N·OH·OW)``,
+(``Σ_c A_c / (C·N)`` with ``A_c`` the samples whose input map ``c`` holds a spike,
+``r ≤ φ_fwd ≤ 1``; 1 on maps under 4 output positions, which are not skipped) and ``φ_wg`` = weight-gradient events (``Σ_c E_c / (C·N·OH·OW)``,
 ≈ ``r`` at stride 1, ≈ ``s²·r`` at stride ``s``) — plus the geometric input-gradient factor
 ``H·W/(OH·OW)``. They come from a measurement or from the i.i.d. spike model of
 :mod:`ndsnn_triton.profiler.kernel_work`; pass them as ``kernel=`` or attach them to the table

@@ -428,8 +428,7 @@ def _measured_label(structure: MeasuredStructure, model: str) -> str:
     if structure.dataset.lower().startswith("fashion"):
         label += (
             "; assumed to carry over to the report's CIFAR-10 shapes: Fashion-MNIST is padded "
-            "to 32×32, so only the stem differs (1 input channel instead of 3), and the forward "
-            "factors were measured at the file's batch, not the report's"
+            "to 32×32, so only the stem differs (1 input channel instead of 3)"
         )
     return label
 
@@ -797,7 +796,7 @@ def _markdown(report, rows, verdict, sparsities, setups, figures, energy) -> lis
         "Conventions: `snn` counts forward and weight-gradient work × input spike rate and no input gradient for the first layer; "
         "`rigl` counts every term as in Evci et al. (3 × forward per step, dense weight gradients on growth steps); "
         "`kernel` counts the MACs the library's sparse Triton kernels execute on the measured spike structure "
-        "(a silent (sample-block, channel) pair or a zero spike skipped, everything else executed; dense weight "
+        "(a kept weight's work on a silent (sample, channel) input map or on a zero spike skipped, everything else executed; dense weight "
         "gradients on growth steps run cuDNN dense); spike structure per model in the assumptions (`kernel_spike_structure`). "
         "LTH protocols: `full-imp` (all IMP rounds), `dense-plus-retrain` (one dense run + one retrain at the target), "
         "`amortized` (one IMP run to the highest target shared by the sparsity levels).",
