@@ -4,8 +4,8 @@ computes, fills, copies or casts.
 
 The budget of one LIF → sparse conv layer in training: 3 operations for the forward (the LIF's
 one-value rest potential, the LIF, the conv) and 4 for the backward (input gradient, weight
-gradient with the bias fused in, its reduce, the LIF's backward) — in fp32 and under bf16
-autocast with fp32 master weights, with and without a bias."""
+gradient with the bias fused in, its reduce, the LIF's backward) — in fp32 without a bias, and
+under bf16 autocast with fp32 master weights and a bias."""
 
 from __future__ import annotations
 
@@ -46,8 +46,7 @@ def _counted_step(layers, x: torch.Tensor, amp: bool):
     return fwd.result, bwd.result
 
 
-@pytest.mark.parametrize("bias", [False, True])
-@pytest.mark.parametrize("amp", [False, True])
+@pytest.mark.parametrize(("bias", "amp"), [(False, False), (True, True)])
 def test_lif_to_conv_stays_within_its_launch_budget(bias, amp):
     conv = SpikeConv2d(4, 6, 3, padding=1, bias=bias)
     conv.set_mask(torch.rand(6, 4, 3, 3) < 0.3)

@@ -304,9 +304,11 @@ MODEL_FLOAT_DTYPES = (torch.float32, torch.bfloat16)
 
 
 def launches(site: LaunchSite, densities: Iterable[float] = DENSITIES) -> Iterator[KernelLaunch]:
-    """The plans the launchers make for ``site``: every dtype combination they accept for the
-    configuration the library runs, and every other variant (a float spike input read without
-    a companion, the other bias setting, LIF numerics) at least once."""
+    """The plans the launchers make for ``site``: on a model's layer, the configurations the
+    library runs there (fp32 and bf16 over fp32 weights, the layer's bias, spikes with their
+    companion, the models' neuron); on the odd shapes, every dtype combination the launchers
+    accept and every other variant (no activity, the other bias setting, a float input, LIF
+    numerics, no companion)."""
     plans = launch_mod.PLANS
     geo = (site.x_shape, site.w_shape, site.stride, site.padding, site.dilation)
     caps = [_cap(site.w_shape, d) for d in densities]
@@ -320,7 +322,7 @@ def launches(site: LaunchSite, densities: Iterable[float] = DENSITIES) -> Iterat
             for cap in caps:
                 yield plans["conv_fwd"](*geo, x_dtype, w_dtype, y_dtype, site.has_bias, True, cap)
         f32 = torch.float32
-        for cap in caps:
+        for cap in caps if odd else ():  # the other bias setting, no activity, a float input
             yield plans["conv_fwd"](*geo, torch.int8, f32, f32, not site.has_bias, False, cap)
             yield plans["conv_fwd"](*geo, f32, f32, f32, site.has_bias, False, cap)
     elif site.op == "conv_dgrad":
@@ -331,7 +333,7 @@ def launches(site: LaunchSite, densities: Iterable[float] = DENSITIES) -> Iterat
         for w_dtype, dy_dtype in weight_compute:
             # binary spikes are saved as int8; analog input (the stem) as it is
             x_dtype = torch.int8 if site.spike_input else dy_dtype
-            for bias in (False, True):
+            for bias in (False, True) if odd else (site.has_bias,):
                 for cap in caps:
                     launch = plans["conv_wgrad"](*geo, cap, dy_dtype, x_dtype, bias)
                     yield launch
@@ -339,33 +341,30 @@ def launches(site: LaunchSite, densities: Iterable[float] = DENSITIES) -> Iterat
                         site.w_shape, launch.values["CHUNKS"], w_dtype, bias
                     )
     elif site.op == "lif_fwd":
-        # no companion, and the one the LIF writes for its own maps (spike_map_size's rule)
+        # the models' own neuron (LTH-SNN's) in training and in inference on every model
+        # shape; no companion and the other numerics on the odd shapes
         natural = math.prod(site.x_shape[3:]) if len(site.x_shape) >= 4 else 1
         for dtype in float_dtypes:
             for int8_spikes in (False, True):
-                for map_size in (0, natural):
+                for map_size in (0, natural) if odd else (natural,):
                     for v0_scalar in (False, True):
                         yield plans["lif_fwd"](
                             site.x_shape, dtype, int8_spikes, True, 0.0, map_size, v0_scalar
                         )
-        for decay_input, v_reset in (
-            (False, 0.0),
-            (True, None),
-            (False, None),
-            (True, -0.5),
-            (False, -0.5),
-        ):
+        numerics = ((False, 0.0), (True, None), (False, None), (True, -0.5), (False, -0.5))
+        for decay_input, v_reset in numerics if odd else ():
             yield plans["lif_fwd"](
                 site.x_shape, torch.float32, False, decay_input, v_reset, natural
             )
     elif site.op == "lif_bwd":
         for dtype in float_dtypes:
-            for v_reset in (0.0, None):
-                for detach in (False, True):
-                    for surrogate in ("atan", "sigmoid"):
-                        yield plans["lif_bwd"](
-                            site.x_shape, dtype, v_reset, detach, surrogate, True
-                        )
+            variants = (
+                [(v, d, f) for v in (0.0, None) for d in (False, True) for f in ("atan", "sigmoid")]
+                if odd
+                else [(0.0, True, "atan")]
+            )
+            for v_reset, detach, surrogate in variants:
+                yield plans["lif_bwd"](site.x_shape, dtype, v_reset, detach, surrogate, True)
             yield plans["lif_bwd"](site.x_shape, dtype, 0.0, True, "atan", False)
     elif site.op == "spike_prep":
         for dtype in (*float_dtypes, *SPIKE_DTYPES):
