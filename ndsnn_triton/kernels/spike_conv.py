@@ -179,6 +179,24 @@ def masked_conv2d_weight_grad_ref(
 if HAS_TRITON:
 
     @triton.jit
+    def _output_position(th, tw, OH, OW, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr):
+        """The output position ``(oh, ow)`` a tap reaches from ``(th, tw)`` = input position +
+        padding − tap offset, and whether it exists (in range, on the stride's grid)."""
+        if STRIDE_H == 1:
+            oh = th
+            ok = (th >= 0) & (th < OH)
+        else:
+            oh = th // STRIDE_H
+            ok = (th >= 0) & (th % STRIDE_H == 0) & (oh < OH)
+        if STRIDE_W == 1:
+            ow = tw
+            ok = ok & (tw >= 0) & (tw < OW)
+        else:
+            ow = tw // STRIDE_W
+            ok = ok & (tw >= 0) & (tw % STRIDE_W == 0) & (ow < OW)
+        return oh, ow, ok
+
+    @triton.jit
     def _item(i, total, slots, items_end, items_n, starts, ends, tags, BLOCK_K: tl.constexpr):
         """Item ``i`` of a program's flat loop over (row, chunk of BLOCK_K entries) of its rows:
         the chunk's entry indices and mask, the row's tag (its channel) and whether the item is
@@ -329,18 +347,7 @@ if HAS_TRITON:
             tap = k_a - c_a * (KH * KW)
             th = th0[None, :] - ((tap // KW) * dil_h)[:, None]  # [BLOCK_K, Q]
             tw = tw0[None, :] - ((tap % KW) * dil_w)[:, None]
-            if STRIDE_H == 1:
-                oh = th
-                ok = (th >= 0) & (th < OH)
-            else:
-                oh = th // STRIDE_H
-                ok = (th >= 0) & (th % STRIDE_H == 0) & (oh < OH)
-            if STRIDE_W == 1:
-                ow = tw
-                ok = ok & (tw >= 0) & (tw < OW)
-            else:
-                ow = tw // STRIDE_W
-                ok = ok & (tw >= 0) & (tw % STRIDE_W == 0) & (ow < OW)
+            oh, ow, ok = _output_position(th, tw, OH, OW, STRIDE_H, STRIDE_W)
             ok = ok & m_a[:, None] & qmask[None, :]
             offs = dy_n[None, :, None] + (o_a * OHW)[:, None, None] + (oh * OW + ow)[:, None, :]
             g_v = tl.load(dy_ptr + offs, mask=ok[:, None, :] & nmask[None, :, None], other=0)
@@ -460,18 +467,7 @@ if HAS_TRITON:
                             ((ev >> 8) & 255)[None, :] + pad_h - kh_d[:, None]
                         )  # [BLOCK_E, BLOCK_Q]
                         tw = (ev & 255)[None, :] + pad_w - kw_d[:, None]
-                        if STRIDE_H == 1:
-                            oh = th
-                            ok = (th >= 0) & (th < OH)
-                        else:
-                            oh = th // STRIDE_H
-                            ok = (th >= 0) & (th % STRIDE_H == 0) & (oh < OH)
-                        if STRIDE_W == 1:
-                            ow = tw
-                            ok = ok & (tw >= 0) & (tw < OW)
-                        else:
-                            ow = tw // STRIDE_W
-                            ok = ok & (tw >= 0) & (tw % STRIDE_W == 0) & (ow < OW)
+                        oh, ow, ok = _output_position(th, tw, OH, OW, STRIDE_H, STRIDE_W)
                         both = tmask[:, None] & vmask[None, :]
                         g = tl.load(
                             dy_ptr + (en * (OC * OHW))[None, :] + dy_o[:, None] + oh * OW + ow,
