@@ -12,7 +12,7 @@ own pytest or CLI process with a time budget:
    predictions and the launch counts beside — and the LIF shapes →
    ``bench/results/kernels-<device>.json``, ``lif-<device>.json``;
 3. ``steps``: the training-step benchmark of VGG-16 and ResNet-19 (B = 64, T = 5) in bf16 AMP on
-   backends ``auto`` and ``torch`` at densities 1 and 0.01, ordinary and mask-update steps →
+   backends ``auto`` and ``dense`` at densities 1 and 0.01, ordinary and mask-update steps →
    ``bench/results/step_times-<device>.json``;
 4. ``report``: ``ndsnn report --step-times`` with those step times → ``bench/results/report-<device>/``;
 5. ``plots``: ``python -m bench.plot`` → ``bench/results/*.png``.

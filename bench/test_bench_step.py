@@ -15,8 +15,9 @@ caches freed and CUDA's cache emptied between cases) and the measured mean input
 the default recompute threshold (:mod:`ndsnn_triton.nn.recompute`) and again saving every
 activation (``saving_all_median_ms``, ``saving_all_peak_memory_bytes``: what recomputation buys
 in peak memory and costs in time). Configurations: ``auto_*`` runs the ``ndsnn`` ops on backend
-``auto`` (Triton where the time model predicts it faster, else cuDNN), ``dense_*`` the same model on backend ``torch``
-(cuDNN/cuBLAS on the masked dense weight, eager LIF), each in bf16 autocast and in fp32.
+``auto`` (Triton where the time model predicts it faster, else cuDNN), ``dense_*`` the same model on backend ``dense``
+(cuDNN/cuBLAS on the masked dense weight, the fused Triton LIF), each in bf16 autocast and in fp32.
+Files recorded before the ``dense`` backend existed ran ``dense_*`` on backend ``torch`` (eager LIF).
 Timed steps run with the binary-spike input check off (``use_spike_check(False)``: it is a
 host-synchronising validation, not training work), ``cudnn.benchmark=True`` and TF32 off (fp32
 means IEEE fp32; flags pinned per case and restored, and recorded in the file's environment).
@@ -55,8 +56,8 @@ KINDS = ["train", "update"]
 CONFIGS = {
     "auto_bf16": ("auto", True),
     "auto_fp32": ("auto", False),
-    "dense_bf16": ("torch", True),
-    "dense_fp32": ("torch", False),
+    "dense_bf16": ("dense", True),
+    "dense_fp32": ("dense", False),
 }
 QUANTILES = [0.5, 0.2, 0.8]
 #: do_bench warm-up and measuring time per timed function (ms)

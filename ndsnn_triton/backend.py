@@ -1,12 +1,16 @@
 """Backend selection for the ``ndsnn::`` ops.
 
-Three backends:
+Four backends:
 
 * ``"torch"``  - the pure-PyTorch references (``kernels/*_ref``); run anywhere.
 * ``"triton"`` - the Triton kernels; on CPU they run in the interpreter when
   ``TRITON_INTERPRET=1`` is set before Triton is imported (that is how CI tests them).
 * ``"auto"``   - the default: a Triton kernel where one is registered for the op and the
-  tensors live on CUDA, else the reference (which calls cuDNN/cuBLAS on CUDA).
+  tensors live on CUDA (the convolution and linear ops only where the time model predicts the
+  sparse kernel faster), else the reference (which calls cuDNN/cuBLAS on CUDA).
+* ``"dense"``  - a good dense step: the convolution and linear ops on cuDNN/cuBLAS with the
+  masked dense weight, the elementwise ops (the fused multi-step LIF, the spike preparation pass)
+  on their Triton kernels where ``"auto"`` would run them.
 
 The choice is process-wide (``set_backend``), scoped (``use_backend``) or taken from the
 ``NDSNN_BACKEND`` environment variable at import. Ops read it at call time, inside their
@@ -26,7 +30,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-BACKENDS: tuple[str, ...] = ("auto", "torch", "triton")
+BACKENDS: tuple[str, ...] = ("auto", "torch", "triton", "dense")
 
 _KERNELS: dict[tuple[str, str], Callable] = {}
 
@@ -43,7 +47,7 @@ _current: str = _validated(os.environ.get("NDSNN_BACKEND", "auto"), "NDSNN_BACKE
 
 
 def get_backend() -> str:
-    """The backend the ops use now: ``"auto"``, ``"torch"`` or ``"triton"``."""
+    """The backend the ops use now: ``"auto"``, ``"torch"``, ``"triton"`` or ``"dense"``."""
     return _current
 
 
@@ -282,6 +286,8 @@ def resolve(
                 "(ndsnn_triton.set_backend / NDSNN_BACKEND)"
             )
         return kernel
+    if backend == "dense":  # the kernel's entry point runs the dense reference where it should
+        return kernel if kernel is not None and not prefer_dense else reference
     # auto: Triton only on CUDA, where it exists; the reference otherwise.
     if kernel is not None and device_type == "cuda" and not prefer_dense:
         return kernel

@@ -222,8 +222,10 @@ def wrap(
                     f"{op}: backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 set before import for CPU); got {devices}"
                 )
             return dense(*args)
-        if backend != "auto":
+        if backend == "triton":
             return sparse(*args)
+        if backend == "dense":  # the priced ops are the convolutions: cuDNN/cuBLAS
+            return dense(*args) if priced else sparse(*args)
         try:  # the plans refuse shapes past int32 offsets or grid limits before launching
             if priced and _on_gpu(tensors):
                 return choose(op, sparse, dense, args)(*args)

@@ -29,6 +29,9 @@ NO_KERNEL = frozenset(
     {
         "alias",
         "contiguous",
+        "_record_function_enter_new",  # profiler markers
+        "_record_function_exit",
+        "scalar_tensor",  # a Python number as a 0-d tensor: made on the host
         "flatten",
         "reshape",
         "to",
@@ -86,13 +89,19 @@ class DeviceOpCounter(TorchDispatchMode):
     >>> with DeviceOpCounter() as ops:
     ...     loss.backward()
     >>> ops.result.total, ops.result.summary()
+
+    ``run_triton=False`` counts Triton launches without running them (their outputs are left as
+    allocated): for code whose launches do not depend on computed values, see
+    :mod:`ndsnn_triton.profiler.step_launches`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, run_triton: bool = True) -> None:
         super().__init__()
         self.result = DeviceOps()
+        self.run_triton = bool(run_triton)
         self._run = None
         self._depth = 0  # the mode is re-entered around each custom op's implementation
+        self._tls: tuple | None = None  # dispatch keys of the code the mode was entered from
 
     def __enter__(self) -> DeviceOpCounter:
         if self._depth == 0:
@@ -102,13 +111,21 @@ class DeviceOpCounter(TorchDispatchMode):
             def run(launch: _launch.KernelLaunch, *args) -> None:
                 if launch.programs:
                     counter.result.triton.append(launch.name)
+                if not counter.run_triton:
+                    return
                 with _disable_current_modes():  # the interpreter's own copies launch nothing
                     original(launch, *args)
 
             self._run = original
             _launch.KernelLaunch.run = run
         self._depth += 1
-        return super().__enter__()
+        entered = super().__enter__()
+        if self._depth == 1:
+            self._tls = (
+                torch._C._dispatch_tls_local_include_set(),
+                torch._C._dispatch_tls_local_exclude_set(),
+            )
+        return entered
 
     def __exit__(self, *exc) -> None:
         self._depth -= 1
@@ -122,7 +139,9 @@ class DeviceOpCounter(TorchDispatchMode):
             # run the custom op's own implementation under this mode, to see what it launches
             opdef = _maybe_get_opdef(func._schema.name)
             if opdef is not None:
-                with self:
+                # As the dispatcher runs it: views made inside share their base's version counter
+                # (the sparse-index cache keys on it), which the mode's own keys would not give.
+                with self, torch._C._ForceDispatchKeyGuard(*self._tls):
                     return opdef._init_fn(*args, **kwargs)
         name = _name(func)
         if name not in NO_KERNEL:
