@@ -214,6 +214,14 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
         help="skip iterations with a non-finite loss or gradient (counted) instead of stopping",
     )
     p.add_argument(
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="replay ordinary iterations from a captured CUDA graph, captured again after each "
+        "mask update (default: on for CUDA in one process; on a CPU a replay tape stands in, "
+        "for checking, not speed)",
+    )
+    p.add_argument(
         "--check-masks",
         action="store_true",
         help="multi-GPU debug: compare mask checksums across ranks after every update",
@@ -340,6 +348,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             skip_nonfinite=args.skip_nonfinite,
             check_masks=args.check_masks,
+            cuda_graphs=args.cuda_graphs,
         )
     except ValueError as err:
         raise SystemExit(f"ndsnn train: {err}") from None
@@ -349,7 +358,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     device = distributed.init_from_env() or args.device
     with use_backend(args.backend or get_backend()):
-        trainer = Trainer(model, method, data, config, args.out, device, run_info)
+        try:
+            trainer = Trainer(model, method, data, config, args.out, device, run_info)
+        except ValueError as err:  # a setting the device or the process group cannot take
+            raise SystemExit(f"ndsnn train: {err}") from None
         try:
             metrics = trainer.fit(
                 resume=args.resume or args.resume_from is not None, checkpoint=args.resume_from

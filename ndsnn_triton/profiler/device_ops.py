@@ -5,10 +5,9 @@ reshape of contiguous data or an allocation launches none), plus one per Triton 
 CPU the same code makes the same calls (the Triton kernels run in the interpreter), so the count
 is the number of launches the code would make on a GPU.
 
-:class:`DeviceOpCounter` is a ``TorchDispatchMode`` that sees every aten op, also those the
-``ndsnn::`` custom ops run inside (it re-enters their implementations under itself), and wraps
-:meth:`ndsnn_triton.kernels.launch.KernelLaunch.run` to see every Triton launch (whose interpreter
-bookkeeping it does not count).
+:class:`DeviceOpCounter` is a :class:`~ndsnn_triton.kernels.tracing.LaunchTracer`: it sees every
+aten op, also those the ``ndsnn::`` custom ops run inside, and every Triton launch (whose
+interpreter bookkeeping it does not count).
 """
 
 from __future__ import annotations
@@ -17,10 +16,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
-from torch._library.custom_ops import _maybe_get_opdef
-from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
-from ndsnn_triton.kernels import launch as _launch
+from ndsnn_triton.kernels.tracing import LaunchTracer
 
 #: aten ops that launch no kernel: views and reshapes of existing storage, allocations, and the
 #: composite conversions whose copy, where one is needed, is seen as an op of its own
@@ -83,7 +80,7 @@ class DeviceOps:
         return dict(Counter(self.aten) + Counter(f"triton:{n}" for n in self.triton))
 
 
-class DeviceOpCounter(TorchDispatchMode):
+class DeviceOpCounter(LaunchTracer):
     """Context manager counting the device operations the enclosed code launches:
 
     >>> with DeviceOpCounter() as ops:
@@ -99,50 +96,14 @@ class DeviceOpCounter(TorchDispatchMode):
         super().__init__()
         self.result = DeviceOps()
         self.run_triton = bool(run_triton)
-        self._run = None
-        self._depth = 0  # the mode is re-entered around each custom op's implementation
-        self._tls: tuple | None = None  # dispatch keys of the code the mode was entered from
 
-    def __enter__(self) -> DeviceOpCounter:
-        if self._depth == 0:
-            counter = self
-            original = _launch.KernelLaunch.run
+    def on_triton(self, launch, args: tuple) -> None:
+        if launch.programs:
+            self.result.triton.append(launch.name)
+        if self.run_triton:
+            self.run_launch(launch, args)
 
-            def run(launch: _launch.KernelLaunch, *args) -> None:
-                if launch.programs:
-                    counter.result.triton.append(launch.name)
-                if not counter.run_triton:
-                    return
-                with _disable_current_modes():  # the interpreter's own copies launch nothing
-                    original(launch, *args)
-
-            self._run = original
-            _launch.KernelLaunch.run = run
-        self._depth += 1
-        entered = super().__enter__()
-        if self._depth == 1:
-            self._tls = (
-                torch._C._dispatch_tls_local_include_set(),
-                torch._C._dispatch_tls_local_exclude_set(),
-            )
-        return entered
-
-    def __exit__(self, *exc) -> None:
-        self._depth -= 1
-        if self._depth == 0:
-            _launch.KernelLaunch.run = self._run
-        return super().__exit__(*exc)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func.namespace == "ndsnn":
-            # run the custom op's own implementation under this mode, to see what it launches
-            opdef = _maybe_get_opdef(func._schema.name)
-            if opdef is not None:
-                # As the dispatcher runs it: views made inside share their base's version counter
-                # (the sparse-index cache keys on it), which the mode's own keys would not give.
-                with self, torch._C._ForceDispatchKeyGuard(*self._tls):
-                    return opdef._init_fn(*args, **kwargs)
+    def on_aten(self, func, args: tuple, kwargs: dict):
         name = _name(func)
         if name not in NO_KERNEL:
             self.result.aten.append(name)

@@ -114,11 +114,12 @@ class SpikeRateMonitor(LayerInputHooks):
     def __init__(self, model: nn.Module, work: bool = True) -> None:
         super().__init__(model)
         self._work = bool(work)
-        # int64 [3] per layer on the input's device: non-zero inputs, forward lanes, events
+        # int64 [5] per layer on the input's device, accumulated in place (a captured training
+        # step replays the additions into the same tensor): non-zero inputs, forward lanes,
+        # events, input elements, Σ C·N·OH·OW
         self._counts: dict[str, Tensor] = {}
-        self._total: dict[str, int] = {}
-        self._dense: dict[str, int] = {}  # Σ C·N·OH·OW
         self._usable: dict[tuple, Tensor] = {}  # usable-position masks, by shape and device
+        self._sizes: dict[tuple, Tensor] = {}  # [input elements, C·N·OH·OW], by shape and device
 
     def _usable_mask(self, name: str, h: int, w: int, oh: int, ow: int, device) -> Tensor:
         """Bool ``[H, W]`` of the positions the weight-gradient kernel turns into events, made
@@ -153,20 +154,24 @@ class SpikeRateMonitor(LayerInputHooks):
             x = args[0].detach()
             if self._work:
                 count, lanes, events, dense = self._work_counts(name, x)
-                counts = torch.stack([count, lanes, events])
-                self._dense[name] = self._dense.get(name, 0) + dense
             else:
-                counts = torch.count_nonzero(x).reshape(1)
-            self._counts[name] = self._counts[name] + counts if name in self._counts else counts
-            self._total[name] = self._total.get(name, 0) + x.numel()
+                count, dense = torch.count_nonzero(x), 0
+                lanes = events = count.new_zeros(())
+            key = (name, tuple(x.shape), str(x.device))
+            sizes = self._sizes.get(key)
+            if sizes is None:  # made once per shape: a host-to-device copy
+                sizes = torch.tensor([x.numel(), dense], dtype=torch.int64, device=x.device)
+                self._sizes[key] = sizes
+            if name not in self._counts:
+                self._counts[name] = torch.zeros(5, dtype=torch.int64, device=x.device)
+            self._counts[name].add_(torch.cat([torch.stack([count, lanes, events]), sizes]))
 
         return record
 
     def reset(self) -> None:
-        """Forget the counts collected so far."""
-        self._counts.clear()
-        self._total.clear()
-        self._dense.clear()
+        """Forget the counts collected so far (zeroed in place)."""
+        for counts in self._counts.values():
+            counts.zero_()
 
     def _read(self) -> dict[str, list[int]]:
         """Every seen layer's counters, on the host (one sync for all layers)."""
@@ -174,11 +179,11 @@ class SpikeRateMonitor(LayerInputHooks):
         if not names:
             return {}
         values = torch.stack([self._counts[n].cpu() for n in names]).tolist()
-        return dict(zip(names, values, strict=True))
+        return {n: c for n, c in zip(names, values, strict=True) if c[3]}
 
     def rates(self) -> dict[str, float]:
         """Input non-zero rate per layer name (one host sync for all layers)."""
-        return {n: c[0] / self._total[n] for n, c in self._read().items()}
+        return {n: c[0] / c[3] for n, c in self._read().items()}
 
     def work_factors(self) -> dict[str, work.WorkFactors]:
         """:class:`~ndsnn_triton.kernels.work.WorkFactors` of each layer's inputs since the last
@@ -190,16 +195,16 @@ class SpikeRateMonitor(LayerInputHooks):
         nan = float("nan")
         return {
             n: work.WorkFactors(
-                rate=c[0] / self._total[n] if self._total[n] else nan,
-                forward=c[1] / self._dense[n] if self._dense[n] else nan,
-                weight_grad=c[2] / self._dense[n] if self._dense[n] else nan,
+                rate=c[0] / c[3],
+                forward=c[1] / c[4] if c[4] else nan,
+                weight_grad=c[2] / c[4] if c[4] else nan,
             )
             for n, c in self._read().items()
         }
 
     def stats(self) -> list[LayerStats]:
         """:class:`LayerStats` of every masked layer, in model order."""
-        rates = self.rates()
+        counts = self._read()
         return [
             LayerStats(
                 name=name,
@@ -207,8 +212,8 @@ class SpikeRateMonitor(LayerInputHooks):
                 weights=layer.weight.numel(),
                 density=layer.density,
                 spike_input=layer.spike_input,
-                input_rate=rates.get(name, float("nan")),
-                inputs_seen=self._total.get(name, 0),
+                input_rate=counts[name][0] / counts[name][3] if name in counts else float("nan"),
+                inputs_seen=counts[name][3] if name in counts else 0,
             )
             for name, layer in self._layers
         ]

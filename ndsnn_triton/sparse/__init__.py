@@ -3,7 +3,7 @@
 Finding masks lives here; the layers and kernels only run the masks they are given.
 """
 
-from ndsnn_triton.sparse.attach import Sparsifier, attach
+from ndsnn_triton.sparse.attach import GraphedStep, Sparsifier, attach
 from ndsnn_triton.sparse.distribution import (
     DISTRIBUTIONS,
     MIN_KEPT_PER_OUTPUT,
@@ -34,6 +34,7 @@ __all__ = [
     "DISTRIBUTIONS",
     "METHODS",
     "MIN_KEPT_PER_OUTPUT",
+    "GraphedStep",
     "MaskComparison",
     "Schedule",
     "Segment",

@@ -23,12 +23,14 @@ The CLI :class:`~ndsnn_triton.train.Trainer` drives its methods through this sam
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from ndsnn_triton.graphs import StepGraph
 from ndsnn_triton.nn.layers import masked_layers
 from ndsnn_triton.sparse.distribution import layer_floors
 from ndsnn_triton.sparse.masks import boundary_layers
@@ -203,6 +205,36 @@ class Sparsifier:
         self._set_dense_flags()
         return changed
 
+    def is_ordinary(self, step: int | None = None) -> bool:
+        """Whether iteration ``step`` (default: the next) is an ordinary one: no dense weight
+        gradient, no mask update, not the last of an epoch (whose hooks may change masks). Its
+        device work is then the same as every other ordinary iteration's between two mask
+        changes, which a captured graph can replay (:class:`GraphedStep`)."""
+        step = self._step if step is None else step
+        return (
+            not self.method.is_update_step(step)
+            and not self.method.needs_dense_grad(step)
+            and (step + 1) % self.method.steps_per_epoch != 0
+        )
+
+    def replayed_step(self) -> None:
+        """End an ordinary iteration whose device work (the gradient hook, the optimizer step,
+        the mask re-application) was replayed from a captured graph, so that neither
+        ``optimizer.step()``'s pre-hook nor :meth:`step` ran: count it as :meth:`step` would."""
+        if not self.is_ordinary():
+            raise RuntimeError(
+                f"Sparsifier.replayed_step: iteration {self._step} is not an ordinary one; "
+                "run it eagerly (optimizer.step(), then step())"
+            )
+        self._stepped = False
+        self.phase_ended = False
+        self._step += 1
+        self._set_dense_flags()
+
+    def graphed(self, step_fn: Callable[..., Any], warmup: int = 1) -> GraphedStep:
+        """``step_fn`` run as a captured graph between mask changes: see :class:`GraphedStep`."""
+        return GraphedStep(self, step_fn, warmup)
+
     def on_epoch_end(self, phase: int, epoch_in_phase: int) -> None:
         """The method's epoch hook (``epoch_in_phase`` counts from 1)."""
         self.method.on_epoch_end(phase, epoch_in_phase)
@@ -282,6 +314,66 @@ def _assert_masks_agree(model: nn.Module, step: int) -> None:
     from ndsnn_triton.train.distributed import assert_masks_agree
 
     assert_masks_agree(model, step)
+
+
+# ---------------------------------------------------------------------- graphed steps
+
+
+class GraphedStep:
+    """A sparse-training step run as a captured graph (a CUDA graph on CUDA) between mask changes.
+
+    ``step_fn(*inputs)`` is one whole iteration as the eager loop runs it: zero the gradients,
+    forward, backward, ``optimizer.step()``, ``sparsifier.step()``; it returns tensors (the loss,
+    say). Calling the :class:`GraphedStep` runs the next iteration:
+
+    * eagerly if it is not ordinary (:meth:`Sparsifier.is_ordinary`: a dense-gradient or
+      mask-update iteration, or the last of an epoch), if its inputs differ in shape from the
+      captured ones (a short last batch), or as one of ``warmup`` ordinary iterations after each
+      start or mask change (kernel choices, compressed indices and optimizer state are made there,
+      outside any capture);
+    * else captured once, then replayed, with the sparsifier counting the replayed iterations.
+
+    After a mask change the graph is dropped and captured again, as masks and indices change only
+    there. What is captured must obey the rules of :mod:`ndsnn_triton.graphs`: a learning rate the
+    host changes lives in a tensor (``SGD(lr=torch.tensor(0.1, device=...))``; LR schedulers update
+    it in place), no host reads in the step, outputs overwritten by the next call (clone what you
+    keep). A new optimizer (LTH's next round) needs :meth:`release`.
+    """
+
+    def __init__(self, sparsifier: Sparsifier, step_fn: Callable[..., Any], warmup: int = 1):
+        check_positive_int(warmup, "GraphedStep: warmup")
+        self.sparsifier = sparsifier
+        self.step_fn = step_fn
+        self.warmup = warmup
+        self.graph: StepGraph | None = None
+        self._eager_ordinary = 0  # ordinary iterations run eagerly since the last release
+        self.captures = 0
+        self.replays = 0
+
+    def release(self) -> None:
+        """Drop the captured graph; capture again after ``warmup`` eager ordinary iterations."""
+        self.graph = None
+        self._eager_ordinary = 0
+
+    def __call__(self, *inputs: Tensor) -> Any:
+        sparsifier = self.sparsifier
+        ordinary = sparsifier.is_ordinary()
+        if ordinary and self.graph is not None and self.graph.accepts(*inputs):
+            out = self.graph(*inputs)
+            sparsifier.replayed_step()
+            self.replays += 1
+            return out
+        if not ordinary or self.graph is not None or self._eager_ordinary < self.warmup:
+            out = self.step_fn(*inputs)
+            if not ordinary or sparsifier.phase_ended:  # masks may have changed
+                self.release()
+            elif self.graph is None:
+                self._eager_ordinary += 1
+            return out
+        device = next(t.device for t in inputs if isinstance(t, Tensor))
+        self.graph = StepGraph(self.step_fn, device)
+        self.captures += 1
+        return self.graph(*inputs)  # captured, and run once: step_fn counted the iteration
 
 
 # ---------------------------------------------------------------------- attach

@@ -4,7 +4,8 @@ Per iteration: forward over T (dense weight gradients only where the method asks
 ``mean_t CE``, backward, the method's gradient hook, SGD, LR step, the method's mask hook (masks
 re-applied to weights and optimizer state, updates on update steps), ``reset_net``. The method's
 hooks run through a :class:`~ndsnn_triton.sparse.Sparsifier`, as in a user's own loop
-(:func:`ndsnn_triton.sparse.attach`).
+(:func:`ndsnn_triton.sparse.attach`). With ``cuda_graphs`` (default on CUDA in one process) the
+ordinary iterations replay a captured graph (:class:`~ndsnn_triton.sparse.GraphedStep`).
 
 Files written to the output folder:
 
@@ -48,7 +49,7 @@ from ndsnn_triton.nn import (
     temporal_cross_entropy,
 )
 from ndsnn_triton.profiler.monitor import SpikeRateMonitor
-from ndsnn_triton.sparse.attach import Sparsifier
+from ndsnn_triton.sparse.attach import GraphedStep, Sparsifier
 from ndsnn_triton.sparse.masks import densities_of, overall_density
 from ndsnn_triton.sparse.methods import SparseMethod
 from ndsnn_triton.train import distributed
@@ -89,6 +90,9 @@ class TrainConfig:
         False  # skip iterations with a non-finite loss/gradient instead of stopping
     )
     check_masks: bool = False  # distributed debug: all-gather mask checksums after every update
+    # replay ordinary iterations from a captured graph (None: on for CUDA, single process); on a
+    # CPU the replay tape of ndsnn_triton.graphs stands in (to check a step, not for speed)
+    cuda_graphs: bool | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "log_every", "eval_every"):
@@ -131,8 +135,10 @@ class _Interval:
     steps: int = 0
 
     def add(self, outcome: _StepOutcome) -> None:
-        if self.loss is None:
-            self.loss, self.correct, self.seen = outcome.loss, outcome.correct, outcome.seen
+        if self.loss is None:  # copies: a replayed graph overwrites its outputs
+            self.loss = outcome.loss.clone()
+            self.correct = outcome.correct.clone()
+            self.seen = outcome.seen.clone()
         else:
             self.loss = self.loss + outcome.loss
             self.correct = self.correct + outcome.correct
@@ -169,9 +175,10 @@ class _FiniteGuard:
         self.first_flags = torch.ones(1 + len(named), dtype=torch.bool, device=device)
         self._no_grad = torch.zeros((), dtype=torch.float32, device=device)
 
-    def record(self, step: int, loss: torch.Tensor) -> torch.Tensor:
-        """Flag iteration ``step`` by its loss and the current gradients; returns the bool scalar
-        ``ok`` (all finite) on the device."""
+    def record(self, step: int | torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+        """Flag iteration ``step`` (an int, or an int64 scalar on the device: a captured step
+        reads it there) by its loss and the current gradients; returns the bool scalar ``ok``
+        (all finite) on the device."""
         loss = loss.detach().float()
         grads = [p.grad for p in self.params if p.grad is not None]
         # The max-abs of each gradient is finite iff the whole gradient is (NaN propagates).
@@ -281,6 +288,9 @@ class Trainer:
             )
         self.skipped_steps = 0
         self._guard = _FiniteGuard(self.model, self.device)
+        self.graphs = self._use_graphs(config.cuda_graphs)
+        self._step_t = torch.zeros((), dtype=torch.int64, device=self.device)
+        self._graphed: GraphedStep | None = None
         self._fused = False  # the optimizer skips non-finite updates on the device
         self.test_loader = BatchLoader(data, "test", config.batch_size, False, config.seed)
         self.layer_names = [name for name, _ in masked_layers(model)]
@@ -292,13 +302,30 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
 
+    def _use_graphs(self, setting: bool | None) -> bool:
+        """Whether ordinary iterations replay a captured graph (:attr:`TrainConfig.cuda_graphs`)."""
+        if setting is None:
+            return self.device.type == "cuda" and not distributed.enabled()
+        if setting and distributed.enabled():
+            raise ValueError(
+                "TrainConfig.cuda_graphs: not with torch.distributed (DDP's gradient hooks "
+                "synchronise across processes inside the step); turn it off"
+            )
+        if setting and self.device.type not in _get_fused_kernels_supported_devices():
+            raise ValueError(
+                f"TrainConfig.cuda_graphs: needs fused SGD on the device, which {self.device.type} lacks"
+            )
+        return bool(setting)
+
     def _fresh_optimizer(self, phase_steps: int) -> None:
         """SGD (fused where the device has the kernel: it skips flagged updates on the device)
         and the phase's cosine LR schedule over ``phase_steps`` iterations."""
         self._fused = self.device.type in _get_fused_kernels_supported_devices()
+        # a captured step reads the learning rate from the device: the schedule fills it in place
+        lr = torch.tensor(self.cfg.lr, device=self.device) if self.graphs else self.cfg.lr
         self.optimizer = torch.optim.SGD(
             self.model.parameters(),
-            lr=self.cfg.lr,
+            lr=lr,
             momentum=self.cfg.momentum,
             weight_decay=self.cfg.weight_decay,
             nesterov=self.cfg.nesterov,
@@ -317,6 +344,9 @@ class Trainer:
             self.optimizer, T_max=max(phase_steps, 1)
         )
         self.sparsifier.set_optimizer(self.optimizer)
+        self._graphed = (
+            GraphedStep(self.sparsifier, self._device_step) if self.graphs else None
+        )  # a new optimizer: capture again
 
     @property
     def sparsifier(self) -> Sparsifier:
@@ -336,6 +366,10 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["fused"] = self.optimizer.defaults["fused"]
             group["foreach"] = self.optimizer.defaults["foreach"]
+            for key in ("lr", "initial_lr"):  # a tensor where a captured step reads it
+                if key in group:
+                    value = float(group[key])
+                    group[key] = torch.tensor(value, device=self.device) if self.graphs else value
 
     @property
     def checkpoint_path(self) -> Path:
@@ -382,10 +416,9 @@ class Trainer:
                 else ""
             )
             raise CheckpointError(f"{err}{hint}") from None
-        saved_cfg = {
-            k: v for k, v in ckpt["train_config"].items() if k not in ("max_steps", "progress")
-        }
-        now_cfg = {k: v for k, v in asdict(self.cfg).items() if k not in ("max_steps", "progress")}
+        free = ("max_steps", "progress", "cuda_graphs")  # settings that do not change the run
+        saved_cfg = {k: v for k, v in ckpt["train_config"].items() if k not in free}
+        now_cfg = {k: v for k, v in asdict(self.cfg).items() if k not in free}
         if saved_cfg != now_cfg:
             diff = sorted(k for k in now_cfg if saved_cfg.get(k) != now_cfg[k])
             raise ValueError(
@@ -493,6 +526,8 @@ class Trainer:
                     for x, y in self.train_loader.epoch(data_epoch, pos.batch):
                         step = pos.step
                         lr = self.optimizer.param_groups[0]["lr"]
+                        if isinstance(lr, torch.Tensor):  # filled in place by the schedule
+                            lr = lr.clone()
                         outcome = self._train_step(step, x, y)
                         interval.add(outcome)
                         update = outcome.masks_changed
@@ -538,6 +573,8 @@ class Trainer:
                     pos.batch = 0
                     pos.epoch = e + 1
                     self.sparsifier.on_epoch_end(p, e + 1)
+                    if self._graphed is not None:  # the hooks may change masks
+                        self._graphed.release()
                     last_of_phase = e + 1 == phases[p].epochs
                     if last_of_phase or (e + 1) % self.cfg.eval_every == 0:
                         self._evaluate(pos.step, data_epoch, phases[p].name)
@@ -571,16 +608,30 @@ class Trainer:
         self._save(pos)
 
     def _train_step(self, step: int, x: torch.Tensor, y: torch.Tensor) -> _StepOutcome:
-        """One iteration, with no host sync on an ordinary step.
+        """One iteration, with no host sync on an ordinary step; replayed from a captured graph
+        where :attr:`graphs` is on and the iteration is ordinary (:class:`GraphedStep`).
 
         A non-finite loss or gradient skips the update on the device (fused SGD reads the
         guard's flag); :meth:`_settle` reports it later. Mask-update steps synchronise anyway, so
         they check at once: drop-and-grow never ranks non-finite gradients.
         """
         self.model.train()
-        sparsifier = self.sparsifier
-        sparsifier.seek(step)  # the trainer counts iterations (resume, phases) itself
+        self.sparsifier.seek(step)  # the trainer counts iterations (resume, phases) itself
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if self._graphed is None:
+            outcome = self._device_step(x, y)
+        else:
+            self._step_t.fill_(step)  # where a replayed step reads its iteration number
+            outcome = self._graphed(x, y)
+        # Skipped or not, the LR schedule follows the iteration count (the host cannot tell).
+        self.scheduler.step()
+        return outcome
+
+    def _device_step(self, x: torch.Tensor, y: torch.Tensor) -> _StepOutcome:
+        """The device work of the iteration the sparsifier stands at (what a graph captures):
+        forward, backward, the finite check, SGD with the method's hooks, neuron reset."""
+        sparsifier = self.sparsifier
+        step = sparsifier.next_step
         loss, out = forward_backward(
             self.model,
             self.forward_model,
@@ -590,7 +641,7 @@ class Trainer:
             sparsifier.dense_grad,
             self.amp,
         )
-        ok = self._guard.record(step, loss)
+        ok = self._guard.record(step if self._graphed is None else self._step_t, loss)
         update = self.method.is_update_step(step)
         # Without fused SGD nothing skips a bad update on the device: check every iteration.
         skip_now = (update or not self._fused) and not bool(ok)
@@ -600,8 +651,6 @@ class Trainer:
             masks_changed = sparsifier.step()
         else:
             masks_changed = sparse_optimizer_step(sparsifier, self.optimizer)
-        # Skipped or not, the LR schedule follows the iteration count (the host cannot tell).
-        self.scheduler.step()
         reset_net(self.model)
         correct = (predict(out.detach()) == y).sum()
         return _StepOutcome(
@@ -691,7 +740,7 @@ class Trainer:
             "phase": phase,
             "loss": loss_sum / seen,
             "acc": correct / seen,
-            "lr": lr,
+            "lr": float(lr),  # a tensor where a captured step reads it
             "density": overall_density(self.model, densities),
             "densities": densities,
             "spike_rates": monitor.rates(),
