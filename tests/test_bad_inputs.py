@@ -17,6 +17,7 @@ import torch
 import ndsnn_triton
 from ndsnn_triton import lif_multistep, masked_conv2d, masked_linear
 from ndsnn_triton.cli import main
+from ndsnn_triton.graphs import GraphCaptureError, StepGraph
 from ndsnn_triton.kernels.work import executed_macs
 from ndsnn_triton.models import build_model, resnet19, small_snn, vgg16
 from ndsnn_triton.nn import LIF, SpikeConv2d, from_spikingjelly
@@ -520,6 +521,18 @@ CATALOGUE = [
         lambda t: _attach("magic"),
         ValueError,
         "unknown sparse-training method 'magic'",
+    ),
+    (
+        "attach: graphed step without warm-up",
+        lambda t: _attach().graphed(lambda x: x, warmup=0),
+        ValueError,
+        "warmup",
+    ),
+    (
+        "graphs: a step that reads a value on the host",
+        lambda t: StepGraph(lambda x: x.sum().item(), "cpu")(torch.ones(2)),
+        GraphCaptureError,
+        "reads a device value on the host during graph capture",
     ),
     # ---- profiler
     (
