@@ -236,7 +236,7 @@ def test_train_step_cpu(request, benchmark, density, kind):
         return [stats.get(k, 0.0) for k in ("median_ms", "q1_ms", "q3_ms")]
 
     benchmark.group = f"train step small {kind}"
-    rows = measure_case(case, "dense_fp32", timer, QUARTILES)
+    rows = measure_case(case, "dense_fp32", timer, QUARTILES, backend="torch")  # the CPU path
     if not timed:
         return
     rows[0] |= stats

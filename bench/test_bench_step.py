@@ -135,11 +135,14 @@ def measure_case(
     config: str,
     timer: Callable[[Callable[[], None]], list[float]],
     quantiles: list[float] = QUANTILES,
+    backend: str | None = None,
 ) -> list[dict]:
     """Rows for one case: the step itself and, after a mask update, the index rebuild.
 
-    ``timer(fn)`` returns ``fn``'s times in ms at ``quantiles`` (the median first)."""
-    backend, amp = CONFIGS[config]
+    ``timer(fn)`` returns ``fn``'s times in ms at ``quantiles`` (the median first). ``backend``
+    replaces the configuration's (CPU runs: ``"torch"``, not Triton kernels in the interpreter)."""
+    config_backend, amp = CONFIGS[config]
+    backend = backend or config_backend
     cuda = case.x.device.type == "cuda"
 
     def peak_and_times() -> tuple[int | None, list[float]]:
@@ -240,6 +243,7 @@ def test_training_step(benchmark, model, config, density, kind):
 def test_step_case_smoke(tmp_path):
     """CPU smoke run of the same code on the small model: rows in the format the report reads,
     drawn by the plot script."""
+
     import json
     import time
 
@@ -256,7 +260,7 @@ def test_step_case_smoke(tmp_path):
     for kind in ("train", "update"):
         for density in (1.0, 0.1):
             case = StepCase("small", density, kind, "cpu", 4, 2)
-            rows += measure_case(case, "dense_fp32", once)
+            rows += measure_case(case, "dense_fp32", once, backend="torch")
     times = parse_step_times({"results": rows})[("small", "dense_fp32")]
     assert list(times.grids["train"][0]) == pytest.approx([0.1, 1.0], abs=1e-3)
     assert sorted(r["kind"] for r in rows).count("rebuild") == 2
