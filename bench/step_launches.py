@@ -6,15 +6,15 @@ writes ``bench/results/step_launches.json``: per model, path and T, the launches
 component and name (:mod:`ndsnn_triton.profiler.step_launches`). Paths: ``sparse`` = the ``ndsnn``
 ops on backend ``triton`` at density 0.01 (what ``auto`` runs where it picks the sparse kernels),
 ``dense`` = backend ``dense`` at density 1 (cuDNN/cuBLAS on the masked dense weight, the
-fused LIF). Both in bf16
-autocast, B = 2 (launch counts do not depend on the batch), 32×32 images.
+fused LIF). Both in bf16 autocast, B = 2 (launch counts do not depend on the batch), 32×32
+images (the small model: 8×8).
 
 The budget the file is checked against (``tests/test_step_launches.py``): no count grows with T
 (the convolutions and the LIF run all T steps in one launch each), and per step
 
 * the convolution/linear work takes at most 5 launches per masked layer (forward, its replay in
-  the backward where the layer's segment recomputes, input gradient, weight gradient, its reduce)
-  plus one fallback pass per spike-input layer whose input no library LIF made;
+  the backward where the layer's segment recomputes, input gradient, weight gradient, its reduce;
+  every spike input comes from a library LIF, so no fallback pass runs);
 * the LIF work at most 5 per LIF layer (forward, replay, backward, and the one-value rest
   potential of the forward and of the replay).
 """
@@ -33,11 +33,9 @@ import torch
 
 import ndsnn_triton
 from bench.environment import environment
-from ndsnn_triton.models import build_model
+from bench.test_bench_step import StepCase
 from ndsnn_triton.nn import LIF, masked_layers, reset_net, temporal_cross_entropy
 from ndsnn_triton.profiler.step_launches import StepLaunches, count_step_launches
-from ndsnn_triton.sparse import build_method
-from ndsnn_triton.sparse.attach import Sparsifier
 
 RESULT = Path(__file__).resolve().parent / "results" / "step_launches.json"
 MODELS = ("vgg16", "resnet19")
@@ -47,29 +45,16 @@ TS = (2, 4)
 BATCH = 2
 
 
-class LaunchCase:
-    """A model with a static sparse method, fused SGD and one batch (bf16 autocast)."""
+class LaunchCase(StepCase):
+    """The step benchmark's case (a static sparse method, one batch) with the trainer's fused
+    SGD, run in bf16 autocast, phase by phase."""
 
-    def __init__(self, model: str, T: int, density: float, image_size: int = 32) -> None:
-        torch.manual_seed(0)
-        small = model == "small"
-        kwargs: dict[str, Any] = {"num_classes": 10, "T": T}
-        if small:
-            kwargs |= {"in_channels": 1, "image_size": image_size}
-        self.model = build_model(model, **kwargs)
-        method = (
-            build_method("static", density=density, distribution="uniform")
-            if density < 1
-            else build_method("dense")
-        )
-        method.setup(self.model, steps_per_epoch=10**6, epochs=1)
+    def __init__(self, model: str, T: int, density: float) -> None:
+        super().__init__(model, density, "train", "cpu", BATCH, T)
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, fused=True
         )
-        self.sparsifier = Sparsifier(method, self.optimizer)
-        g = torch.Generator().manual_seed(1)
-        self.x = torch.rand(BATCH, 1 if small else 3, image_size, image_size, generator=g)
-        self.y = torch.randint(0, 10, (BATCH,), generator=g)
+        self.sparsifier.set_optimizer(self.optimizer)
         self._loss: torch.Tensor | None = None
 
     def phases(self) -> dict[str, Any]:
@@ -109,12 +94,10 @@ class LaunchCase:
 
 
 def budget(layers: dict[str, int]) -> dict[str, int]:
-    """The stated per-step budget of the convolution/linear and the LIF work (module docstring);
-    ``fallback_inputs``: spike-input layers whose input no library LIF made."""
-    return {
-        "conv/linear": 5 * layers["masked_layers"] + layers.get("fallback_inputs", 0),
-        "LIF": 5 * layers["lif_layers"],
-    }
+    """The stated per-step budget of the convolution/linear and the LIF work (module docstring).
+    Every spike input of the models comes from a library LIF: no fallback pass is budgeted, and
+    ``tests/test_step_launches.py`` checks that none runs."""
+    return {"conv/linear": 5 * layers["masked_layers"], "LIF": 5 * layers["lif_layers"]}
 
 
 def row(model: str, path: str, T: int) -> dict[str, Any]:
